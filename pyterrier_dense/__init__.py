@@ -1,0 +1,27 @@
+"""pyterrier-dense: neural retrieval as PyTerrier pipelines.
+
+>>> import pyterrier as pt, pyterrier_dense as ptd                                  # doctest: +SKIP
+>>> collection = ptd.Collection("../shared/data/scifact")                           # doctest: +SKIP
+>>> enc, index = ptd.BiEncoder(), ptd.DenseIndex("scifact.dense")                   # doctest: +SKIP
+>>> (enc >> index.indexer()).index(collection.corpus_iter())                        # doctest: +SKIP
+>>> dense = enc >> index.retriever(num_results=1000)                                # doctest: +SKIP
+"""
+__version__ = "0.1.0"
+
+from .collection import Collection
+from .indexes.dense_index import DenseIndex
+from .stages.fusion import RRFusion, ScoreFusion
+from .stages.text_loader import TextLoader
+
+_NEED_TORCH = {"BiEncoder": ".stages.bi_encoder", "BiEncoderModel": ".models.bi_encoder_model"}
+
+
+def __getattr__(name):
+    # model classes load torch; importing them lazily lets a process open and search indexes without torch
+    if name in _NEED_TORCH:
+        import importlib
+        return getattr(importlib.import_module(_NEED_TORCH[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = ["BiEncoder", "BiEncoderModel", "DenseIndex", "Collection", "ScoreFusion", "RRFusion", "TextLoader",
+           "__version__"]

@@ -1,0 +1,85 @@
+"""What a checkpoint says about how to encode with it: sentence-transformers' module files, read without importing
+sentence-transformers.
+
+A sentence-transformers directory (``modules.json`` + ``1_Pooling/config.json`` + optional ``2_Normalize``,
+``sentence_bert_config.json``, ``config_sentence_transformers.json``) fixes pooling, normalisation, maximum length and
+query/document prompts. A plain Hugging Face directory fixes none of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+__all__ = ["CheckpointConfig", "read_checkpoint_config"]
+
+_SUPPORTED_MODULES = {
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+}
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    transformer_path: str = ""      # sub-folder that holds the transformer weights ('' = the root)
+    pooling: str | None = None
+    normalize: bool | None = None
+    max_length: int | None = None
+    query_prefix: str | None = None
+    doc_prefix: str | None = None
+
+
+def _read_json(name_or_path: str, filename: str) -> dict | list | None:
+    if os.path.isdir(name_or_path):
+        full = os.path.join(name_or_path, filename)
+        if not os.path.exists(full):
+            return None
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+            full = hf_hub_download(name_or_path, filename)
+        except Exception:  # not on the hub, offline, or the file does not exist: the checkpoint says nothing
+            return None
+    with open(full, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{filename} of checkpoint {name_or_path!r} is not valid JSON: {e}") from None
+
+
+def _pooling_from(cfg: dict) -> str:
+    modes = [m for key, m in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
+                              ("pooling_mode_max_tokens", "max")) if cfg.get(key)]
+    if len(modes) != 1:
+        raise ValueError(f"the checkpoint's Pooling config enables {modes or 'no mode'}; exactly one of cls/mean/max is supported")
+    return modes[0]
+
+
+def read_checkpoint_config(name_or_path: str) -> CheckpointConfig:
+    """Read the encoding settings a checkpoint carries (all ``None`` for a plain Hugging Face checkpoint)."""
+    modules = _read_json(name_or_path, "modules.json")
+    if not modules:
+        return CheckpointConfig()
+    transformer_path, pooling, normalize = "", None, False
+    for module in modules:
+        kind = module.get("type", "")
+        if kind not in _SUPPORTED_MODULES:
+            raise ValueError(f"checkpoint {name_or_path!r} has a {kind!r} module; supported modules are "
+                             f"{sorted(_SUPPORTED_MODULES)}")
+        if kind.endswith(".Transformer"):
+            transformer_path = module.get("path", "")
+        elif kind.endswith(".Pooling"):
+            pooling = _pooling_from(_read_json(name_or_path, f"{module['path']}/config.json") or {})
+        elif kind.endswith(".Normalize"):
+            normalize = True
+    sbert = _read_json(name_or_path, "sentence_bert_config.json") or {}
+    prompts = (_read_json(name_or_path, "config_sentence_transformers.json") or {}).get("prompts") or {}
+    return CheckpointConfig(
+        transformer_path=transformer_path,
+        pooling=pooling,
+        normalize=normalize,
+        max_length=sbert.get("max_seq_length"),
+        query_prefix=prompts.get("query") or None,
+        doc_prefix=(prompts.get("document") or prompts.get("passage")) or None,
+    )

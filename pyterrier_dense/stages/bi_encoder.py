@@ -1,0 +1,124 @@
+"""BiEncoder: the PyTerrier stage around a single-vector encoder."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyterrier as pt
+
+from ..models.bi_encoder_model import BiEncoderModel
+from .columns import require_columns, texts_of
+
+__all__ = ["BiEncoder"]
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_ROLE_METHODS = {"query": "query_encoder", "doc": "doc_encoder", "score": "text_scorer"}
+
+
+class BiEncoder(pt.Transformer):
+    """Encodes queries and documents into single vectors, or scores query/document pairs by their vectors.
+
+    What it does depends on the columns it is given: ``query`` only adds ``query_vec``; ``text`` only adds
+    ``doc_vec``; both ``query`` and ``text`` (a result frame) sets ``score`` and ``rank`` (text re-ranking).
+
+    >>> enc = ptd.BiEncoder("sentence-transformers/all-MiniLM-L6-v2")     # doctest: +SKIP
+    >>> (enc >> index.indexer()).index(collection.corpus_iter())          # doctest: +SKIP
+    >>> dense = enc >> index.retriever(num_results=1000)                  # doctest: +SKIP
+    >>> rerank = bm25 >> collection.text_loader() >> enc                  # doctest: +SKIP
+
+    Arguments after ``model`` are passed to :class:`~pyterrier_dense.models.BiEncoderModel` (pooling, normalize,
+    query_prefix, doc_prefix, max_length, batch_size, device, precision, query_model, verbose).
+    """
+
+    def __init__(self, model: str | BiEncoderModel = DEFAULT_MODEL, *, text_field: str = "text", **model_args):
+        self.model = model if isinstance(model, BiEncoderModel) else BiEncoderModel(model, **model_args)
+        self.text_field = text_field
+        self.role = "auto"
+
+    @property
+    def batch_size(self) -> int:
+        return self.model.batch_size
+
+    def query_encoder(self) -> "BiEncoder":
+        """This encoder, restricted to adding ``query_vec`` (even when the frame also has ``text``)."""
+        return self._as("query")
+
+    def doc_encoder(self) -> "BiEncoder":
+        """This encoder, restricted to adding ``doc_vec``."""
+        return self._as("doc")
+
+    def text_scorer(self) -> "BiEncoder":
+        """This encoder, restricted to scoring ``query`` + ``text`` rows."""
+        return self._as("score")
+
+    def _as(self, role: str) -> "BiEncoder":
+        stage = object.__new__(type(self))
+        stage.__dict__.update(self.__dict__, role=role)
+        return stage
+
+    def _mode(self, columns) -> str:
+        if self.role != "auto":
+            return self.role
+        has_query, has_text = "query" in columns, self.text_field in columns
+        if has_query and has_text:
+            return "score"
+        if has_query:
+            return "query"
+        if has_text:
+            return "doc"
+        raise ValueError(f"BiEncoder needs a 'query' column (to add query_vec), a {self.text_field!r} column (to add "
+                         f"doc_vec), or both (to score); got {list(columns)}")
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        mode = self._mode(inp.columns)
+        if mode == "query":
+            return self._encode_queries(inp)
+        if mode == "doc":
+            return self._encode_docs(inp)
+        return self._score(inp)
+
+    def transform_iter(self, inp):
+        # indexing path (Compose.index hands us lists of records): avoid a DataFrame round trip
+        records = list(inp)
+        if not records or self._mode(records[0].keys()) != "doc":
+            return self.transform(pd.DataFrame(records)).to_dict(orient="records")
+        frame = pd.DataFrame({"docno": [r.get("docno") for r in records], self.text_field: [r.get(self.text_field) for r in records]})
+        vecs = self.model.encode(texts_of(frame, self.text_field, ("docno",), "BiEncoder"), role="doc")
+        return [{**r, "doc_vec": v} for r, v in zip(records, vecs)]
+
+    def _encode_queries(self, inp: pd.DataFrame) -> pd.DataFrame:
+        require_columns(inp, ["query"], "BiEncoder.query_encoder()")
+        if not len(inp):
+            return inp.assign(query_vec=pd.Series(dtype=object))
+        queries = texts_of(inp, "query", ("qid",), "BiEncoder")
+        unique, codes = np.unique(np.array(queries, dtype=object), return_inverse=True)
+        vecs = self.model.encode(unique.tolist(), role="query")
+        return inp.assign(query_vec=list(vecs[codes.ravel()]))
+
+    def _encode_docs(self, inp: pd.DataFrame) -> pd.DataFrame:
+        require_columns(inp, [self.text_field], "BiEncoder.doc_encoder()")
+        if not len(inp):
+            return inp.assign(doc_vec=pd.Series(dtype=object))
+        vecs = self.model.encode(texts_of(inp, self.text_field, ("docno",), "BiEncoder"), role="doc")
+        return inp.assign(doc_vec=list(vecs))
+
+    def _score(self, inp: pd.DataFrame) -> pd.DataFrame:
+        require_columns(inp, ["qid", "query", self.text_field], "BiEncoder.text_scorer()",
+                        "Load document texts first, e.g. bm25 >> collection.text_loader() >> enc")
+        if not len(inp):
+            return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
+        queries = texts_of(inp, "query", ("qid",), "BiEncoder")
+        texts = texts_of(inp, self.text_field, ("qid", "docno"), "BiEncoder")
+        unique_q, q_codes = np.unique(np.array(queries, dtype=object), return_inverse=True)
+        qv = self.model.encode(unique_q.tolist(), role="query")
+        dv = self.model.encode(texts, role="doc")
+        scores = np.einsum("ij,ij->i", qv[q_codes.ravel()], dv)
+        out = inp.drop(columns=[c for c in ("score", "rank") if c in inp.columns]).assign(score=scores.astype(np.float64))
+        return pt.model.add_ranks(out)
+
+    def __rshift__(self, right):
+        bind = getattr(right, "bind_encoder", None)
+        return super().__rshift__(bind(self.model.settings()) if bind is not None else right)
+
+    def __repr__(self) -> str:
+        suffix = f".{_ROLE_METHODS[self.role]}()" if self.role in _ROLE_METHODS else ""
+        return f"BiEncoder({self.model.model_id!r}){suffix}"

@@ -1,0 +1,46 @@
+"""DenseIndexer: writes ``docno`` + ``doc_vec`` records into a DenseIndex."""
+from __future__ import annotations
+
+import numpy as np
+import pyterrier as pt
+
+from ..indexes.dense_index import DenseIndex, DenseIndexWriter
+
+__all__ = ["DenseIndexer"]
+
+WRITE_CHUNK = 4096
+
+
+class DenseIndexer(pt.Indexer):
+    """``(enc >> index.indexer()).index(docs)`` encodes and stores; records that already carry ``doc_vec`` are
+    stored as they are (``index.indexer().index(records)``). Returns the finished :class:`DenseIndex`.
+
+    Memory does not grow with the corpus: records are written in chunks as they arrive. The index appears at its
+    path only when complete; an error or Ctrl-C leaves no index (or the previous one with ``mode="overwrite"``).
+    """
+
+    def __init__(self, index: DenseIndex, *, mode: str = "error", dtype: str = "float32", encoder: dict | None = None):
+        self.index_ref, self.mode, self.dtype, self.encoder = index, mode, dtype, encoder
+
+    def bind_encoder(self, settings: dict) -> "DenseIndexer":
+        """A copy that records the encoder's settings in the manifest (called by ``BiEncoder.__rshift__``)."""
+        return DenseIndexer(self.index_ref, mode=self.mode, dtype=self.dtype, encoder=settings)
+
+    def index(self, iter) -> DenseIndex:
+        with DenseIndexWriter(self.index_ref.path, dtype=self.dtype, mode=self.mode, encoder=self.encoder) as writer:
+            docnos, vecs = [], []
+            for i, record in enumerate(pt.tqdm(iter, desc="indexing", unit="doc")):
+                if "docno" not in record or "doc_vec" not in record:
+                    raise ValueError(f"DenseIndexer needs 'docno' and 'doc_vec' in every record; record {i} has "
+                                     f"{sorted(record)}. Put an encoder first: (enc >> index.indexer()).index(docs)")
+                docnos.append(record["docno"])
+                vecs.append(record["doc_vec"])
+                if len(docnos) == WRITE_CHUNK:
+                    writer.add(docnos, np.stack(vecs))
+                    docnos, vecs = [], []
+            if docnos:
+                writer.add(docnos, np.stack(vecs))
+        return DenseIndex(self.index_ref.path)
+
+    def __repr__(self) -> str:
+        return f"{self.index_ref!r}.indexer(mode={self.mode!r})"
