@@ -95,6 +95,7 @@ class BiEncoderModel:
         self.max_length = int(max_length or ckpt.max_length or tok_max)
         self.dim = int(self.doc_model.config.hidden_size)
         self.query_model_id = None if query_model is None else str(query_model)
+        self._unreported = {"query": [0, 0], "doc": [0, 0]}  # [truncated, encoded] since the last report
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -110,10 +111,13 @@ class BiEncoderModel:
                 "dim": self.dim, "pooling": self.pooling, "normalize": self.normalize,
                 "query_prefix": self.query_prefix, "doc_prefix": self.doc_prefix, "max_length": self.max_length}
 
-    def encode(self, texts: Sequence[str], role: str = "doc", *, progress: bool | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], role: str = "doc", *, progress: bool | None = None,
+               report_truncation: bool = True) -> np.ndarray:
         """Encode ``texts`` (``role`` ``"query"`` or ``"doc"``) into a float32 array of shape (len(texts), dim).
 
-        Texts longer than ``max_length`` tokens are truncated and counted in one warning per call.
+        Texts longer than ``max_length`` tokens are truncated and counted in one warning per call; a caller that
+        encodes in many small calls (indexing) passes ``report_truncation=False`` and calls
+        :meth:`report_truncation` once at the end.
         """
         if role not in ("query", "doc"):
             raise ValueError(f"role must be 'query' or 'doc', got {role!r}")
@@ -137,10 +141,19 @@ class BiEncoderModel:
                     input_ids, mask = pad_batch(ids, pos, pad_id)
                     out[start + pos] = self._forward(model, input_ids, mask)
                     bar.update(len(pos))
+        self._unreported[role][0] += truncated
+        self._unreported[role][1] += len(texts)
+        if report_truncation:
+            self.report_truncation(role)
+        return out
+
+    def report_truncation(self, role: str = "doc") -> None:
+        """Log how many texts of ``role`` were truncated since the last report (nothing if none were)."""
+        truncated, total = self._unreported[role]
         if truncated:
             log.warning("%d of %d %ss were longer than max_length=%d tokens and were truncated",
-                        truncated, len(texts), role, self.max_length)
-        return out
+                        truncated, total, role, self.max_length)
+        self._unreported[role] = [0, 0]
 
     def _forward(self, model, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         ids_t = torch.from_numpy(input_ids).to(self.device)

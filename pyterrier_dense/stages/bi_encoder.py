@@ -6,6 +6,7 @@ import pandas as pd
 import pyterrier as pt
 
 from ..models.bi_encoder_model import BiEncoderModel
+from .ranking import sort_and_rank
 from .columns import require_columns, texts_of
 
 __all__ = ["BiEncoder"]
@@ -82,7 +83,8 @@ class BiEncoder(pt.Transformer):
         if not records or self._mode(records[0].keys()) != "doc":
             return self.transform(pd.DataFrame(records)).to_dict(orient="records")
         frame = pd.DataFrame({"docno": [r.get("docno") for r in records], self.text_field: [r.get(self.text_field) for r in records]})
-        vecs = self.model.encode(texts_of(frame, self.text_field, ("docno",), "BiEncoder"), role="doc")
+        vecs = self.model.encode(texts_of(frame, self.text_field, ("docno",), "BiEncoder"), role="doc",
+                                 report_truncation=False)  # the indexer reports once, at the end
         return [{**r, "doc_vec": v} for r, v in zip(records, vecs)]
 
     def _encode_queries(self, inp: pd.DataFrame) -> pd.DataFrame:
@@ -113,11 +115,11 @@ class BiEncoder(pt.Transformer):
         dv = self.model.encode(texts, role="doc")
         scores = np.einsum("ij,ij->i", qv[q_codes.ravel()], dv)
         out = inp.drop(columns=[c for c in ("score", "rank") if c in inp.columns]).assign(score=scores.astype(np.float64))
-        return pt.model.add_ranks(out)
+        return sort_and_rank(out)
 
     def __rshift__(self, right):
         bind = getattr(right, "bind_encoder", None)
-        return super().__rshift__(bind(self.model.settings()) if bind is not None else right)
+        return super().__rshift__(bind(self) if bind is not None else right)
 
     def __repr__(self) -> str:
         suffix = f".{_ROLE_METHODS[self.role]}()" if self.role in _ROLE_METHODS else ""

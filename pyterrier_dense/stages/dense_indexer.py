@@ -19,15 +19,16 @@ class DenseIndexer(pt.Indexer):
     path only when complete; an error or Ctrl-C leaves no index (or the previous one with ``mode="overwrite"``).
     """
 
-    def __init__(self, index: DenseIndex, *, mode: str = "error", dtype: str = "float32", encoder: dict | None = None):
+    def __init__(self, index: DenseIndex, *, mode: str = "error", dtype: str = "float32", encoder=None):
         self.index_ref, self.mode, self.dtype, self.encoder = index, mode, dtype, encoder
 
-    def bind_encoder(self, settings: dict) -> "DenseIndexer":
+    def bind_encoder(self, encoder) -> "DenseIndexer":
         """A copy that records the encoder's settings in the manifest (called by ``BiEncoder.__rshift__``)."""
-        return DenseIndexer(self.index_ref, mode=self.mode, dtype=self.dtype, encoder=settings)
+        return DenseIndexer(self.index_ref, mode=self.mode, dtype=self.dtype, encoder=encoder)
 
     def index(self, iter) -> DenseIndex:
-        with DenseIndexWriter(self.index_ref.path, dtype=self.dtype, mode=self.mode, encoder=self.encoder) as writer:
+        settings = self.encoder.model.settings() if self.encoder is not None else None
+        with DenseIndexWriter(self.index_ref.path, dtype=self.dtype, mode=self.mode, encoder=settings) as writer:
             docnos, vecs = [], []
             for i, record in enumerate(pt.tqdm(iter, desc="indexing", unit="doc")):
                 if "docno" not in record or "doc_vec" not in record:
@@ -40,6 +41,8 @@ class DenseIndexer(pt.Indexer):
                     docnos, vecs = [], []
             if docnos:
                 writer.add(docnos, np.stack(vecs))
+        if self.encoder is not None:
+            self.encoder.model.report_truncation("doc")
         return DenseIndex(self.index_ref.path)
 
     def __repr__(self) -> str:

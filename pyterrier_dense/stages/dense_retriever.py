@@ -32,9 +32,9 @@ class DenseRetriever(pt.Transformer):
         args = dict(num_results=self.num_results, check_encoder=self.check_encoder, encoder=self.encoder)
         return type(self)(self.index, **{**args, **changes})
 
-    def bind_encoder(self, settings: dict) -> "DenseRetriever":
+    def bind_encoder(self, encoder) -> "DenseRetriever":
         """A copy that knows the encoder before it; checked against the index now if it exists, else on first use."""
-        bound = self._copy(encoder=settings)
+        bound = self._copy(encoder=encoder.model.settings())
         if self.check_encoder and self.index.exists():
             bound._check()
         return bound

@@ -6,6 +6,7 @@ import pandas as pd
 import pyterrier as pt
 
 from ..indexes.dense_index import DenseIndex
+from .ranking import sort_and_rank
 from .columns import require_columns, vectors_of
 from .dense_retriever import DenseRetriever
 
@@ -52,7 +53,7 @@ class DenseScorer(DenseRetriever):
             docs = np.empty((len(r), self.index.dim), np.float32)
             docs[order] = vectors[r[order]]
             scores[start:start + len(r)] = np.einsum("ij,ij->i", queries[codes[start:start + len(r)]], docs)
-        return pt.model.add_ranks(out.assign(score=scores))
+        return sort_and_rank(out.assign(score=scores))
 
     def __repr__(self) -> str:
         return f"{self.index!r}.scorer()"

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from .ranking import sort_and_rank
 from .columns import require_columns
 
 __all__ = ["ScoreFusion", "RRFusion"]
@@ -50,7 +51,7 @@ class _Fusion(pt.Transformer):
         fused = fused.groupby("qid", sort=False).head(self.num_results)
         query_cols = [c for c in inp.columns if c not in ("docno", "score", "rank", "text") and not c.endswith("_vec")]
         fused = inp[query_cols].drop_duplicates("qid").merge(fused, on="qid", how="inner")
-        return pt.model.add_ranks(fused)
+        return sort_and_rank(fused)
 
     def transform_outputs(self, input_columns: list[str]) -> list[str]:
         """For ``pt.inspect`` (and so ``pt.Experiment``'s validation): the query columns + docno, score, rank."""

@@ -1,0 +1,91 @@
+"""``pyterrier-dense`` command line: argument parsing and printing; the work is done by the public API."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .experiment import DEFAULT_MODEL
+    p = argparse.ArgumentParser(prog="pyterrier-dense", description="Dense retrieval experiments with PyTerrier.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("experiment", help="BM25 vs dense vs BM25>>dense re-ranking vs hybrid, with significance")
+    e.add_argument("--collection", required=True, help="collection directory, BEIR dir/zip, or irds:<id>")
+    e.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face model name or local path")
+    e.add_argument("--split", default="test")
+    e.add_argument("--index-dir", default="indexes", help="where indexes are built and cached")
+    e.add_argument("--out", default=None, help="write the results as JSON here")
+
+    i = sub.add_parser("index", help="encode a collection into a dense index")
+    i.add_argument("--collection", required=True)
+    i.add_argument("--model", default=DEFAULT_MODEL)
+    i.add_argument("--index", required=True, help="index directory to create")
+    i.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
+    i.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+
+    s = sub.add_parser("search", help="search a dense index for one query")
+    s.add_argument("--index", required=True)
+    s.add_argument("--model", default=DEFAULT_MODEL)
+    s.add_argument("--query", required=True)
+    s.add_argument("-k", "--num-results", type=int, default=10)
+    s.add_argument("--collection", default=None, help="show document texts from this collection")
+    return p
+
+
+def _experiment(args) -> None:
+    from .collection import Collection
+    from .experiment import run_experiment
+    table, summary = run_experiment(Collection(args.collection), args.model, args.split, args.index_dir)
+    import pandas as pd
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(table.to_string(index=False))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(summary, f, indent=2)
+        print(f"wrote {args.out}")
+
+
+def _index(args) -> None:
+    from . import BiEncoder, Collection, DenseIndex
+    from .experiment import resolve_model
+    index = DenseIndex(args.index)
+    enc = BiEncoder(resolve_model(args.model))
+    (enc >> index.indexer(mode="overwrite" if args.overwrite else "error", dtype=args.dtype)).index(
+        Collection(args.collection).corpus_iter())
+    print(f"indexed {index.count} documents ({index.dim} dimensions) into {args.index}")
+
+
+def _search(args) -> None:
+    import pandas as pd
+    from . import BiEncoder, Collection, DenseIndex
+    from .experiment import resolve_model
+    index = DenseIndex(args.index)
+    index.manifest  # a missing or corrupt index fails here, before the model loads
+    pipeline = BiEncoder(resolve_model(args.model)) >> index.retriever(num_results=args.num_results)
+    if args.collection:
+        pipeline = pipeline >> Collection(args.collection).text_loader()
+    res = pipeline.search(args.query)
+    with pd.option_context("display.max_colwidth", 100, "display.width", 200):
+        print(res[[c for c in ("rank", "docno", "score", "text") if c in res.columns]].to_string(index=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        {"experiment": _experiment, "index": _index, "search": _search}[args.command](args)
+    except (OSError, ValueError, ImportError, KeyError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"pyterrier-dense: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyterrier-dense: interrupted (no index was left half-written)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

