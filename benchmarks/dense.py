@@ -29,12 +29,14 @@ vectors for all topics; k=1000; median of ``--repeats`` timings after one warm-u
 - ``pyterrier_dr_ms_per_query``: ``FlexIndex.np_retriever()`` on the same frame, per query.
 - ``retrieve_speedup_vs_pyterrier_dr``: their batch time / ours.
 - ``single_query_speedup_vs_pyterrier_dr``: the same ratio when each query is its own call (loop over all queries).
-- ``top100_overlap_vs_pyterrier_dr``: mean over queries of |our top 100 & their top 100| / 100 (1.0 = identical).
+- ``top100_overlap_vs_pyterrier_dr``: mean over queries of |our top 100 & their top 100| / 100 (1.0 = identical;
+  the depth is the number of documents when there are fewer than 100).
 - ``retrieve_floor_ratio``: our batch time / a bare ``Q @ V.T`` + ``np.argpartition`` top-1000 over the same
   vectors held in memory (unsorted top-k, no frame building): how close we are to the arithmetic floor.
 
 Indexing memory (a child process of this script streams N random 384-d float32 vectors, generated in chunks,
-through ``DenseIndex.indexer(mode="overwrite").index(...)``; its peak RSS is ``ru_maxrss``):
+through ``DenseIndex.indexer(mode="overwrite").index(...)``; its peak RSS is ``VmHWM`` from ``/proc/self/status``,
+or ``ru_maxrss`` without /proc -- on Linux ``ru_maxrss`` would carry the parent's peak over into the child):
 
 - ``peak_rss_mb_index_10k``, ``peak_rss_mb_index_100k``: peak RSS in MB (includes the interpreter and imports).
 - ``rss_growth_mb_10k_to_100k``: their difference; near zero when indexing memory does not grow with the corpus.
@@ -209,7 +211,7 @@ def bench_retrieval(tmp: str, docnos: list[str], doc_vecs: np.ndarray, qids: lis
         "pyterrier_dr_ms_per_query": 1000 * theirs_s / nq,
         "retrieve_speedup_vs_pyterrier_dr": theirs_s / ours_s,
         "single_query_speedup_vs_pyterrier_dr": theirs_single / ours_single,
-        "top100_overlap_vs_pyterrier_dr": top_overlap(ours(frame), theirs(frame)),
+        "top100_overlap_vs_pyterrier_dr": top_overlap(ours(frame), theirs(frame), depth=min(100, len(docnos))),
         "retrieve_floor_ratio": ours_s / floor_s,
     }
 
@@ -225,6 +227,22 @@ def synthetic_records(n: int, dim: int, seed: int = 0):
             yield {"docno": f"d{start + i}", "doc_vec": vec}
 
 
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS in MB.
+
+    Linux's ``ru_maxrss`` survives fork + exec, so a child of a large parent would report the parent's peak; the
+    ``VmHWM`` line of ``/proc/self/status`` is reset at exec and is used where it exists.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def rss_child(n: int) -> None:
     """Runs in the child: index ``n`` synthetic vectors, print peak RSS in MB as JSON."""
     import pyterrier_dense as ptd
@@ -232,7 +250,7 @@ def rss_child(n: int) -> None:
         index = ptd.DenseIndex(os.path.join(tmp, "rss.dense"))
         index.indexer(mode="overwrite").index(synthetic_records(n, RSS_DIM))
         assert index.count == n
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mb": own_peak_rss_mb()}))
 
 
 def peak_rss_mb(n: int) -> float:

@@ -1,5 +1,7 @@
-"""PyTerrier stages: thin transformers that validate columns, call a model or an index, and build frames."""
-from .bi_encoder import BiEncoder
+"""PyTerrier stages: thin transformers that validate columns, call a model or an index, and build frames.
+
+``BiEncoder`` loads torch, so it is imported lazily: index stages work in a process that never loads a model.
+"""
 from .dense_indexer import DenseIndexer
 from .dense_retriever import DenseRetriever
 from .dense_scorer import DenseScorer
@@ -7,3 +9,10 @@ from .fusion import RRFusion, ScoreFusion
 from .text_loader import TextLoader
 
 __all__ = ["BiEncoder", "DenseIndexer", "DenseRetriever", "DenseScorer", "ScoreFusion", "RRFusion", "TextLoader"]
+
+
+def __getattr__(name):
+    if name == "BiEncoder":
+        from .bi_encoder import BiEncoder
+        return BiEncoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

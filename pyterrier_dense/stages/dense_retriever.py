@@ -55,19 +55,20 @@ class DenseRetriever(pt.Transformer):
             return pd.DataFrame(columns=keep + RESULT_COLUMNS)
         queries = vectors_of(inp, "query_vec", ("qid",), "DenseRetriever", dim=self.index.dim)
         scores, rows = self.index.search(queries, self.num_results)
-        return results_frame(inp[keep], scores, rows, self.index)
+        return results_frame(inp, keep, scores, rows, self.index)
 
     def __repr__(self) -> str:
         return f"{self.index!r}.retriever(num_results={self.num_results})"
 
 
-def results_frame(queries: pd.DataFrame, scores: np.ndarray, rows: np.ndarray, index: DenseIndex) -> pd.DataFrame:
-    """One row per (query, hit): query columns repeated, then docno/docid/score/rank; built without a Python loop."""
+def results_frame(queries: pd.DataFrame, keep: list[str], scores: np.ndarray, rows: np.ndarray,
+                  index: DenseIndex) -> pd.DataFrame:
+    """One row per (query, hit): the ``keep`` query columns repeated, then docno/docid/score/rank; no Python loop."""
     nq, k = rows.shape
     flat = rows.ravel()
-    columns = {c: np.repeat(queries[c].to_numpy(), k) for c in queries.columns}
+    columns = {c: np.repeat(queries[c].to_numpy(), k) for c in keep}
     columns["docno"] = index.docnos[flat].astype(object)
     columns["docid"] = flat
     columns["score"] = scores.ravel().astype(np.float64)
     columns["rank"] = np.tile(np.arange(k), nq)
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)
