@@ -1,10 +1,12 @@
 """pyterrier-dense: neural retrieval as PyTerrier pipelines.
 
->>> import pyterrier as pt, pyterrier_dense as ptd                                  # doctest: +SKIP
->>> collection = ptd.Collection("../shared/data/scifact")                           # doctest: +SKIP
->>> enc, index = ptd.BiEncoder(), ptd.DenseIndex("scifact.dense")                   # doctest: +SKIP
->>> (enc >> index.indexer()).index(collection.corpus_iter())                        # doctest: +SKIP
->>> dense = enc >> index.retriever(num_results=1000)                                # doctest: +SKIP
+Example::
+
+    import pyterrier as pt, pyterrier_dense as ptd
+    collection = ptd.Collection("../shared/data/scifact")
+    enc, index = ptd.BiEncoder(), ptd.DenseIndex("scifact.dense")
+    (enc >> index.indexer()).index(collection.corpus_iter())
+    dense = enc >> index.retriever(num_results=1000)
 """
 __version__ = "0.1.0"
 

@@ -29,9 +29,11 @@ class Collection:
 
     Titles are joined to texts (``"title text"``) for indexing and text lookup.
 
-    >>> c = ptd.Collection("../shared/data/scifact")                      # doctest: +SKIP
-    >>> (enc >> index.indexer()).index(c.corpus_iter())                  # doctest: +SKIP
-    >>> pt.Experiment([dense], c.topics(), c.qrels(), ["nDCG@10"])        # doctest: +SKIP
+    Example::
+
+        c = ptd.Collection("../shared/data/scifact")
+        (enc >> index.indexer()).index(c.corpus_iter())
+        pt.Experiment([dense], c.topics(), c.qrels(), [pt.measures.nDCG @ 10])
     """
 
     def __init__(self, source: str | os.PathLike):

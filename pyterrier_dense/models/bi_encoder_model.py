@@ -59,8 +59,10 @@ class BiEncoderModel:
     present; arguments given here override them; a plain checkpoint defaults to mean pooling, no normalisation and
     the tokenizer's maximum length. ``query_model`` gives a separate query tower (DPR style).
 
-    >>> model = BiEncoderModel("sentence-transformers/all-MiniLM-L6-v2")   # doctest: +SKIP
-    >>> model.encode(["a query"], role="query").shape                        # doctest: +SKIP
+    Example::
+
+        model = BiEncoderModel("sentence-transformers/all-MiniLM-L6-v2")
+        model.encode(["a query"], role="query").shape
     (1, 384)
     """
 

@@ -21,10 +21,12 @@ class BiEncoder(pt.Transformer):
     What it does depends on the columns it is given: ``query`` only adds ``query_vec``; ``text`` only adds
     ``doc_vec``; both ``query`` and ``text`` (a result frame) sets ``score`` and ``rank`` (text re-ranking).
 
-    >>> enc = ptd.BiEncoder("sentence-transformers/all-MiniLM-L6-v2")     # doctest: +SKIP
-    >>> (enc >> index.indexer()).index(collection.corpus_iter())          # doctest: +SKIP
-    >>> dense = enc >> index.retriever(num_results=1000)                  # doctest: +SKIP
-    >>> rerank = bm25 >> collection.text_loader() >> enc                  # doctest: +SKIP
+    Example::
+
+        enc = ptd.BiEncoder("sentence-transformers/all-MiniLM-L6-v2")
+        (enc >> index.indexer()).index(collection.corpus_iter())
+        dense = enc >> index.retriever(num_results=1000)
+        rerank = bm25 >> collection.text_loader() >> enc
 
     Arguments after ``model`` are passed to :class:`~pyterrier_dense.models.BiEncoderModel` (pooling, normalize,
     query_prefix, doc_prefix, max_length, batch_size, device, precision, query_model, verbose).

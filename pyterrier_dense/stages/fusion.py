@@ -65,8 +65,10 @@ class _Fusion(pt.Transformer):
 class ScoreFusion(_Fusion):
     """Weighted sum of per-query normalised scores (``norm`` = ``"minmax"``, ``"zscore"`` or ``"none"``).
 
-    >>> hybrid = ptd.ScoreFusion(bm25, enc >> index.retriever(), weights=[0.3, 0.7])   # doctest: +SKIP
-    >>> pt.Experiment([bm25, dense, hybrid], topics, qrels, ["nDCG@10"])               # doctest: +SKIP
+    Example::
+
+        hybrid = ptd.ScoreFusion(bm25, enc >> index.retriever(), weights=[0.3, 0.7])
+        pt.Experiment([bm25, dense, hybrid], topics, qrels, [pt.measures.nDCG @ 10])
 
     Min-max maps each query's scores onto [0, 1] (a constant run maps to 1); z-score subtracts the query's mean
     and divides by its standard deviation. A document a run did not return gets that run's lowest normalised
@@ -98,7 +100,9 @@ class ScoreFusion(_Fusion):
 class RRFusion(_Fusion):
     """Reciprocal-rank fusion (Cormack et al., 2009): score = sum over runs of weight / (k + rank), rank from 1.
 
-    >>> hybrid = ptd.RRFusion(bm25, enc >> index.retriever(), k=60)   # doctest: +SKIP
+    Example::
+
+        hybrid = ptd.RRFusion(bm25, enc >> index.retriever(), k=60)
 
     A document a run did not return contributes nothing from that run.
     """

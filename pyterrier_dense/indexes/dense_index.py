@@ -1,0 +1,184 @@
+"""DenseIndex: single vectors on disk (memory-mapped), docnos, and a manifest of how the vectors were made."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyterrier as pt
+
+from .docnos import Docnos, DocnoWriter
+from .exact_search import exact_top_k
+from .storage import CorruptIndexError, IndexBuild, load_manifest, open_array, verify_files
+
+__all__ = ["DenseIndex", "DenseIndexWriter"]
+
+TYPE, FORMAT = "dense_index", "pyterrier_dense"
+DTYPES = {"float32": "vecs.f4", "float16": "vecs.f2"}
+ENCODER_KEYS = ("fingerprint", "pooling", "normalize", "query_prefix", "doc_prefix", "max_length", "dim")
+
+
+class DenseIndex(pt.Artifact):
+    """An on-disk index of one vector per document, searched exactly by inner product.
+
+    Example::
+
+        enc = ptd.BiEncoder("sentence-transformers/all-MiniLM-L6-v2")
+        index = ptd.DenseIndex("scifact.dense")
+        (enc >> index.indexer()).index(collection.corpus_iter())
+        dense = enc >> index.retriever(num_results=1000)
+        rerank = bm25 >> enc >> index.scorer()
+
+    ``pt.Artifact.load(path)`` opens it too. Opening is lazy: a missing or corrupt index raises on first use
+    (``index.count``, a retriever's first call, ...) with a message that names the problem.
+    """
+
+    ARTIFACT_TYPE, ARTIFACT_FORMAT = TYPE, FORMAT
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path)
+        self._meta: dict | None = None
+        self._vectors = None
+        self._docnos: Docnos | None = None
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (Path(self.path) / "pt_meta.json").exists()
+
+    @property
+    def manifest(self) -> dict:
+        if self._meta is None:
+            meta = load_manifest(self.path, TYPE, FORMAT)
+            expected = meta["count"] * meta["dim"] * np.dtype(meta["dtype"]).itemsize
+            actual = meta["files"].get(DTYPES[meta["dtype"]], {}).get("bytes")
+            if actual != expected:
+                raise CorruptIndexError(f"{self.path}: the vectors take {actual} bytes, but {meta['count']} x "
+                                        f"{meta['dim']} {meta['dtype']} needs {expected}")
+            self._meta = meta
+        return self._meta
+
+    @property
+    def count(self) -> int:
+        return self.manifest["count"]
+
+    @property
+    def dim(self) -> int:
+        return self.manifest["dim"]
+
+    @property
+    def encoder_settings(self) -> dict | None:
+        """The settings of the encoder that produced the vectors (``None`` when vectors were given directly)."""
+        return self.manifest.get("encoder")
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """All vectors, memory-mapped read-only: shape (count, dim)."""
+        if self._vectors is None:
+            m = self.manifest
+            self._vectors = open_array(Path(self.path) / DTYPES[m["dtype"]], m["dtype"], (m["count"], m["dim"]))
+        return self._vectors
+
+    @property
+    def docnos(self) -> Docnos:
+        if self._docnos is None:
+            self.manifest
+            self._docnos = Docnos(Path(self.path))
+        return self._docnos
+
+    def verify(self) -> None:
+        """Re-read every file and check it against the manifest's checksums; raises on any difference."""
+        verify_files(self.path, self.manifest)
+
+    def search(self, query_vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` by inner product: ``(scores, rows)``, best first, ties by row."""
+        query_vecs = np.asarray(query_vecs, dtype=np.float32)
+        if query_vecs.ndim != 2 or query_vecs.shape[1] != self.dim:
+            raise ValueError(f"query vectors have shape {query_vecs.shape}, but {self.path} holds {self.dim}-dimensional vectors")
+        return exact_top_k(query_vecs, self.vectors, k)
+
+    def check_encoder(self, settings: dict) -> None:
+        """Raise if an encoder with ``settings`` would not produce vectors comparable with this index's."""
+        if settings["dim"] != self.dim:
+            raise ValueError(f"the encoder gives {settings['dim']}-dimensional vectors, but {self.path} holds {self.dim}-dimensional ones")
+        stored = self.encoder_settings
+        if not stored:
+            return
+        diffs = [f"{key}: index {stored.get(key)!r}, encoder {settings.get(key)!r}" for key in ENCODER_KEYS
+                 if key in stored and stored.get(key) != settings.get(key)]
+        if diffs:
+            raise ValueError(f"{self.path} was built with another encoder configuration ({'; '.join(diffs)}); "
+                             "rebuild the index or pass check_encoder=False")
+
+    # ---- stages --------------------------------------------------------------------------------------------
+    def indexer(self, *, mode: str = "error", dtype: str = "float32") -> "pt.Indexer":
+        """A stage that writes ``docno`` + ``doc_vec`` records here: ``(enc >> index.indexer()).index(docs)``."""
+        from ..stages.dense_indexer import DenseIndexer
+        return DenseIndexer(self, mode=mode, dtype=dtype)
+
+    def retriever(self, num_results: int = 1000, *, check_encoder: bool = True) -> pt.Transformer:
+        """Exact retrieval of the top ``num_results`` for each ``query_vec``: ``enc >> index.retriever()``."""
+        from ..stages.dense_retriever import DenseRetriever
+        return DenseRetriever(self, num_results=num_results, check_encoder=check_encoder)
+
+    def scorer(self, *, check_encoder: bool = True) -> pt.Transformer:
+        """Re-scores candidates (``qid``, ``docno``, ``query_vec``) from stored vectors, without re-encoding."""
+        from ..stages.dense_scorer import DenseScorer
+        return DenseScorer(self, check_encoder=check_encoder)
+
+    def __repr__(self) -> str:
+        return f"DenseIndex({str(self.path)!r})"
+
+
+class DenseIndexWriter:
+    """Streams (docnos, vectors) into a new index at ``path``; publishes atomically on clean exit.
+
+    Example::
+
+        with DenseIndexWriter("x.dense", dim=4) as w:
+            w.add(["d1", "d2"], np.eye(2, 4, dtype=np.float32))
+    """
+
+    def __init__(self, path: str | os.PathLike, *, dim: int | None = None, dtype: str = "float32",
+                 mode: str = "error", encoder: dict | None = None):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        self.dim = dim if dim is not None else (encoder or {}).get("dim")
+        self.dtype, self.encoder = dtype, encoder
+        self._build = IndexBuild(path, artifact_type=TYPE, artifact_format=FORMAT, mode=mode)
+        self._vecs = self._docnos = None
+
+    def __enter__(self) -> "DenseIndexWriter":
+        self._build.__enter__()
+        self._docnos = DocnoWriter(self._build.tmp)
+        return self
+
+    def add(self, docnos: list, vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or len(vectors) != len(docnos):
+            raise ValueError(f"got {len(docnos)} docnos and vectors of shape {vectors.shape}")
+        if self.dim is None:
+            self.dim = vectors.shape[1]
+        if vectors.shape[1] != self.dim:
+            raise ValueError(f"document {docnos[0]!r} has a {vectors.shape[1]}-dimensional vector; this index holds {self.dim} dimensions")
+        bad = ~np.isfinite(vectors).all(axis=1)
+        if bad.any():
+            raise ValueError(f"document {docnos[int(np.argmax(bad))]!r} has a NaN or infinite value in its vector")
+        if self._vecs is None:
+            self._vecs = self._build.array_writer(DTYPES[self.dtype], self.dtype, (self.dim,))
+        self._docnos.append(list(docnos))
+        self._vecs.append(vectors)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                if self.dim is None:
+                    raise ValueError("no documents were given and no dim is known: pass dim= to index an empty collection")
+                if self._vecs is None:
+                    self._vecs = self._build.array_writer(DTYPES[self.dtype], self.dtype, (self.dim,))
+                self._docnos.finish()
+                self._build.publish({"count": self._vecs.rows, "dim": self.dim, "dtype": self.dtype,
+                                     "encoder": self.encoder})
+        finally:
+            if self._docnos is not None:
+                self._docnos.close()
+            self._build.__exit__(exc_type, exc, tb)   # removes the temporary directory unless published

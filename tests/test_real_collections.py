@@ -1,0 +1,54 @@
+"""The real MiniLM on real collections: effectiveness thresholds and exactness against sentence-transformers."""
+import json
+
+import numpy as np
+import pyterrier as pt
+import pytest
+
+import pyterrier_dense as ptd
+from pyterrier_dense.experiment import run_experiment
+from conftest import shared_collection
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scifact_results(minilm, tmp_path_factory):
+    pytest.importorskip("pyterrier_pisa", reason="BM25 comes from pyterrier-pisa")
+    collection = ptd.Collection(shared_collection("scifact"))
+    table, summary = run_experiment(collection, minilm, "test", tmp_path_factory.mktemp("scifact_indexes"))
+    return summary["systems"]
+
+
+def test_dense_minilm_on_scifact_matches_the_published_figure(scifact_results):
+    # MTEB publishes nDCG@10 0.6451 for all-MiniLM-L6-v2 on SciFact
+    assert scifact_results["dense"]["nDCG@10"] >= 0.640
+
+
+def test_hybrid_beats_both_bm25_and_dense_on_scifact(scifact_results):
+    hybrid = scifact_results["hybrid"]["nDCG@10"]
+    assert hybrid > scifact_results["bm25"]["nDCG@10"] and hybrid > scifact_results["dense"]["nDCG@10"]
+    assert scifact_results["bm25_dense_rerank"]["R@100"] == pytest.approx(scifact_results["bm25"]["R@100"])
+
+
+def test_fp32_reproduces_sentence_transformers(minilm):
+    st = pytest.importorskip("sentence_transformers", reason="the comparison anchor")
+    path = shared_collection("vaswani") / "corpus.jsonl"
+    texts = [json.loads(line)["text"] for line, _ in zip(open(path), range(300))]
+    ours = ptd.BiEncoderModel(minilm, precision="fp32", verbose=False).encode(texts)
+    theirs = st.SentenceTransformer(minilm, device="cpu").encode(texts, batch_size=32)
+    assert (1 - (ours * theirs).sum(1)).max() <= 1e-6
+    fast = ptd.BiEncoderModel(minilm, verbose=False).encode(texts)
+    assert (1 - (fast * theirs).sum(1)).max() <= 1e-4
+
+
+def test_cli_experiment_writes_the_json(minilm, tmp_path):
+    pytest.importorskip("pyterrier_pisa", reason="BM25 comes from pyterrier-pisa")
+    from pyterrier_dense.cli import main
+    out = tmp_path / "results.json"
+    assert main(["experiment", "--collection", str(shared_collection("adi")), "--model", minilm,
+                 "--index-dir", str(tmp_path / "idx"), "--out", str(out)]) == 0
+    systems = json.loads(out.read_text())["systems"]
+    assert set(systems) == {"bm25", "dense", "bm25_dense_rerank", "hybrid"}
+    assert all(set(m) == {"nDCG@10", "R@100", "AP"} for m in systems.values())
+    assert systems["dense"]["nDCG@10"] > 0.3  # MiniLM on ADI; random ranking is below 0.1
