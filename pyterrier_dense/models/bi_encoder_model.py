@@ -128,7 +128,7 @@ class BiEncoderModel:
         texts = [prefix + t for t in texts] if prefix else list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         show = self.verbose and len(texts) > 4 * self.batch_size if progress is None else progress
-        bar = tqdm(total=len(texts), desc=f"encoding {role}s", unit=role, disable=not show)
+        bar = tqdm(total=len(texts), desc="encoding queries" if role == "query" else "encoding documents", unit=role, disable=not show)
         truncated = 0
         pad_id = self.tokenizer.pad_token_id or 0
         with torch.inference_mode(), bar:
