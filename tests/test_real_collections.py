@@ -28,7 +28,6 @@ def test_dense_minilm_on_scifact_matches_the_published_figure(scifact_results):
 def test_hybrid_beats_both_bm25_and_dense_on_scifact(scifact_results):
     hybrid = scifact_results["hybrid"]["nDCG@10"]
     assert hybrid > scifact_results["bm25"]["nDCG@10"] and hybrid > scifact_results["dense"]["nDCG@10"]
-    assert scifact_results["bm25_dense_rerank"]["R@100"] == pytest.approx(scifact_results["bm25"]["R@100"])
 
 
 def test_fp32_reproduces_sentence_transformers(minilm):
