@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 from .collection import Collection
 from .indexes.dense_index import DenseIndex
+from .indexes.pq_index import PQIndex
 from .stages.fusion import RRFusion, ScoreFusion
 from .stages.text_loader import TextLoader
 
@@ -25,5 +26,5 @@ def __getattr__(name):
         return getattr(importlib.import_module(_NEED_TORCH[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["BiEncoder", "BiEncoderModel", "DenseIndex", "Collection", "ScoreFusion", "RRFusion", "TextLoader",
+__all__ = ["BiEncoder", "BiEncoderModel", "DenseIndex", "PQIndex", "Collection", "ScoreFusion", "RRFusion", "TextLoader",
            "__version__"]

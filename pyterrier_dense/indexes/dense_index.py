@@ -7,18 +7,22 @@ from pathlib import Path
 import numpy as np
 import pyterrier as pt
 
-from .docnos import Docnos, DocnoWriter
+from .docnos import DocnoWriter
+from .ann_search import AnnSearcher
+from .ann_specs import HnswSpec, IvfSpec, PqSpec
 from .exact_search import exact_top_k
-from .storage import CorruptIndexError, IndexBuild, load_manifest, open_array, verify_files
+from .faiss_structure import cached_structure
+from .pq_index import PQIndex, build_pq_index
+from .storage import CorruptIndexError, IndexBuild, open_array, verify_files
+from .vector_index import VectorIndex
 
 __all__ = ["DenseIndex", "DenseIndexWriter"]
 
 TYPE, FORMAT = "dense_index", "pyterrier_dense"
 DTYPES = {"float32": "vecs.f4", "float16": "vecs.f2"}
-ENCODER_KEYS = ("fingerprint", "pooling", "normalize", "query_prefix", "doc_prefix", "max_length", "dim")
 
 
-class DenseIndex(pt.Artifact):
+class DenseIndex(VectorIndex):
     """An on-disk index of one vector per document, searched exactly by inner product.
 
     Example::
@@ -28,6 +32,8 @@ class DenseIndex(pt.Artifact):
         (enc >> index.indexer()).index(collection.corpus_iter())
         dense = enc >> index.retriever(num_results=1000)
         rerank = bm25 >> enc >> index.scorer()
+        hnsw = enc >> index.hnsw_retriever(ef_search=128)      # approximate, cached inside the index directory
+        pq = enc >> index.pq_retriever(m=48, opq=True)         # product-quantised
 
     ``pt.Artifact.load(path)`` opens it too. Opening is lazy: a missing or corrupt index raises on first use
     (``index.count``, a retriever's first call, ...) with a message that names the problem.
@@ -37,38 +43,17 @@ class DenseIndex(pt.Artifact):
 
     def __init__(self, path: str | os.PathLike):
         super().__init__(path)
-        self._meta: dict | None = None
         self._vectors = None
-        self._docnos: Docnos | None = None
 
-    # ---- reading -------------------------------------------------------------------------------------------
-    def exists(self) -> bool:
-        return (Path(self.path) / "pt_meta.json").exists()
+    def _check_manifest(self, meta: dict) -> None:
+        expected = meta["count"] * meta["dim"] * np.dtype(meta["dtype"]).itemsize
+        actual = meta["files"].get(DTYPES[meta["dtype"]], {}).get("bytes")
+        if actual != expected:
+            raise CorruptIndexError(f"{self.path}: the vectors take {actual} bytes, but {meta['count']} x "
+                                    f"{meta['dim']} {meta['dtype']} needs {expected}")
 
-    @property
-    def manifest(self) -> dict:
-        if self._meta is None:
-            meta = load_manifest(self.path, TYPE, FORMAT)
-            expected = meta["count"] * meta["dim"] * np.dtype(meta["dtype"]).itemsize
-            actual = meta["files"].get(DTYPES[meta["dtype"]], {}).get("bytes")
-            if actual != expected:
-                raise CorruptIndexError(f"{self.path}: the vectors take {actual} bytes, but {meta['count']} x "
-                                        f"{meta['dim']} {meta['dtype']} needs {expected}")
-            self._meta = meta
-        return self._meta
-
-    @property
-    def count(self) -> int:
-        return self.manifest["count"]
-
-    @property
-    def dim(self) -> int:
-        return self.manifest["dim"]
-
-    @property
-    def encoder_settings(self) -> dict | None:
-        """The settings of the encoder that produced the vectors (``None`` when vectors were given directly)."""
-        return self.manifest.get("encoder")
+    def _searched_bytes(self) -> int:
+        return self.manifest["files"][DTYPES[self.manifest["dtype"]]]["bytes"]
 
     @property
     def vectors(self) -> np.ndarray:
@@ -77,13 +62,6 @@ class DenseIndex(pt.Artifact):
             m = self.manifest
             self._vectors = open_array(Path(self.path) / DTYPES[m["dtype"]], m["dtype"], (m["count"], m["dim"]))
         return self._vectors
-
-    @property
-    def docnos(self) -> Docnos:
-        if self._docnos is None:
-            self.manifest
-            self._docnos = Docnos(Path(self.path))
-        return self._docnos
 
     def verify(self) -> None:
         """Re-read every file and check it against the manifest's checksums; raises on any difference."""
@@ -95,19 +73,6 @@ class DenseIndex(pt.Artifact):
         if query_vecs.ndim != 2 or query_vecs.shape[1] != self.dim:
             raise ValueError(f"query vectors have shape {query_vecs.shape}, but {self.path} holds {self.dim}-dimensional vectors")
         return exact_top_k(query_vecs, self.vectors, k)
-
-    def check_encoder(self, settings: dict) -> None:
-        """Raise if an encoder with ``settings`` would not produce vectors comparable with this index's."""
-        if settings["dim"] != self.dim:
-            raise ValueError(f"the encoder gives {settings['dim']}-dimensional vectors, but {self.path} holds {self.dim}-dimensional ones")
-        stored = self.encoder_settings
-        if not stored:
-            return
-        diffs = [f"{key}: index {stored.get(key)!r}, encoder {settings.get(key)!r}" for key in ENCODER_KEYS
-                 if key in stored and stored.get(key) != settings.get(key)]
-        if diffs:
-            raise ValueError(f"{self.path} was built with another encoder configuration ({'; '.join(diffs)}); "
-                             "rebuild the index or pass check_encoder=False")
 
     # ---- stages --------------------------------------------------------------------------------------------
     def indexer(self, *, mode: str = "error", dtype: str = "float32") -> "pt.Indexer":
@@ -125,8 +90,46 @@ class DenseIndex(pt.Artifact):
         from ..stages.dense_scorer import DenseScorer
         return DenseScorer(self, check_encoder=check_encoder)
 
-    def __repr__(self) -> str:
-        return f"DenseIndex({str(self.path)!r})"
+    # ---- approximate and compressed retrieval (FAISS structures cached in <index>/faiss/) -------------------
+    def hnsw_retriever(self, num_results: int = 1000, *, m: int = 32, ef_construction: int = 200,
+                       ef_search: int = 128, check_encoder: bool = True) -> pt.Transformer:
+        """Approximate retrieval through an HNSW graph (built on first use, then cached); ``ef_search`` (the
+        search beam, raised to ``num_results`` when smaller) changes per retriever without a rebuild."""
+        return self._ann(HnswSpec(m=m, ef_construction=ef_construction, ef_search=ef_search), num_results,
+                         check_encoder=check_encoder)
+
+    def ivf_retriever(self, num_results: int = 1000, *, nlist: int | None = None, nprobe: int = 16, seed: int = 0,
+                      train_size: int = 100_000, check_encoder: bool = True) -> pt.Transformer:
+        """Approximate retrieval through an inverted file of ``nlist`` k-means lists (default 4 sqrt(n)), of
+        which ``nprobe`` are searched per query."""
+        return self._ann(IvfSpec(nlist=nlist, nprobe=nprobe, seed=seed), num_results, train_size=train_size,
+                         check_encoder=check_encoder)
+
+    def pq_retriever(self, num_results: int = 1000, *, m: int = 48, nbits: int = 8, opq: bool = False,
+                     nlist: int | None = None, nprobe: int = 16, rerank: int = 0, seed: int = 0,
+                     train_size: int = 100_000, check_encoder: bool = True) -> pt.Transformer:
+        """Product-quantised retrieval: ``m`` codes of ``nbits`` (8, or 4 for fast-scan) a document, optional OPQ
+        rotation and IVF coarse quantiser; ``rerank=n`` re-scores the top n exactly from the full vectors.
+        For a compressed-only index that drops the full vectors, see :meth:`compress`."""
+        spec = PqSpec(m=m, nbits=nbits, opq=opq, nlist=nlist, nprobe=nprobe, seed=seed)
+        return self._ann(spec, num_results, rerank=rerank, train_size=train_size, check_encoder=check_encoder)
+
+    def compress(self, path: str | os.PathLike, *, m: int = 48, nbits: int = 8, opq: bool = False,
+                 nlist: int | None = None, nprobe: int = 16, seed: int = 0, train_size: int = 100_000,
+                 mode: str = "error") -> "PQIndex":
+        """Write a compressed-only :class:`PQIndex` of these vectors at ``path`` and return it."""
+        spec = PqSpec(m=m, nbits=nbits, opq=opq, nlist=nlist, nprobe=nprobe, seed=seed)
+        return build_pq_index(self, path, spec, train_size=train_size, mode=mode)
+
+    def _ann(self, spec, num_results: int, *, rerank: int = 0, train_size: int = 100_000,
+             check_encoder: bool = True) -> pt.Transformer:
+        from ..stages.dense_retriever import DenseRetriever
+        if self.exists():
+            spec.validate(self.dim, self.count)   # bad parameters fail now, before any work
+        searcher = AnnSearcher(spec, lambda: cached_structure(self, spec, train_size=train_size), self,
+                               rerank=rerank)
+        return DenseRetriever(self, num_results=num_results, check_encoder=check_encoder, searcher=searcher)
+
 
 
 class DenseIndexWriter:

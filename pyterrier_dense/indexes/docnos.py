@@ -59,19 +59,30 @@ class DocnoWriter:
 
 
 class Docnos:
-    """Read side: ``docnos[rows]`` gives docnos, ``rows_of(docnos)`` gives rows (-1 where absent)."""
+    """Read side: ``docnos[rows]`` gives docnos (as ``str`` objects), ``rows_of(docnos)`` rows (-1 where absent).
+
+    The file is memory-mapped; on first use the docnos are decoded once into Python strings (about 60 bytes a
+    document), which both lookups share, so building a result frame copies pointers instead of decoding text.
+    """
 
     def __init__(self, directory: Path):
         self._array = np.load(directory / FILE, mmap_mode="r")
+        self._objects: np.ndarray | None = None
         self._index: pd.Index | None = None
 
     def __len__(self) -> int:
         return len(self._array)
 
+    @property
+    def objects(self) -> np.ndarray:
+        if self._objects is None:
+            self._objects = np.asarray(self._array).astype(object)
+        return self._objects
+
     def __getitem__(self, rows) -> np.ndarray:
-        return np.asarray(self._array[rows])
+        return self.objects[rows]
 
     def rows_of(self, docnos) -> np.ndarray:
         if self._index is None:
-            self._index = pd.Index(np.asarray(self._array).astype(object))
+            self._index = pd.Index(self.objects, copy=False)
         return self._index.get_indexer(pd.Index(np.asarray(docnos, dtype=object)))

@@ -5,7 +5,6 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from ..indexes.dense_index import DenseIndex
 from .columns import require_columns, vectors_of
 
 __all__ = ["DenseRetriever"]
@@ -16,21 +15,28 @@ RESULT_COLUMNS = ["docno", "docid", "score", "rank"]
 class DenseRetriever(pt.Transformer):
     """``enc >> index.retriever(num_results=1000)``: the top ``num_results`` documents by inner product.
 
-    All queries of a frame are scored in one blocked matrix product. Output: the query columns (without
-    ``query_vec``) + ``docno``, ``docid`` (row in the index), ``score``, ``rank``; ties by index order.
+    The ``searcher`` is the index itself (exact: all queries of a frame in one blocked matrix product, ties by index
+    order) or an approximate one (HNSW, IVF, PQ; see ``DenseIndex.hnsw_retriever`` and friends). Output: the query
+    columns (without ``query_vec``) + ``docno``, ``docid`` (row in the index), ``score``, ``rank``.
     """
 
-    def __init__(self, index: DenseIndex, *, num_results: int = 1000, check_encoder: bool = True,
-                 encoder: dict | None = None):
+    def __init__(self, index, *, num_results: int = 1000, check_encoder: bool = True,
+                 encoder: dict | None = None, searcher=None):
         if num_results < 1:
             raise ValueError(f"num_results must be >= 1, got {num_results}")
         self.index, self.num_results = index, num_results
         self.check_encoder, self.encoder = check_encoder, encoder
+        self.searcher = index if searcher is None else searcher
         self._checked = False
 
     def _copy(self, **changes) -> "DenseRetriever":
-        args = dict(num_results=self.num_results, check_encoder=self.check_encoder, encoder=self.encoder)
+        args = dict(num_results=self.num_results, check_encoder=self.check_encoder, encoder=self.encoder,
+                    searcher=self.searcher)
         return type(self)(self.index, **{**args, **changes})
+
+    def size(self) -> dict:
+        """``bytes_per_doc`` and ``compression_vs_float32`` of what this retriever searches."""
+        return self.searcher.size()
 
     def bind_encoder(self, encoder) -> "DenseRetriever":
         """A copy that knows the encoder before it; checked against the index now if it exists, else on first use."""
@@ -45,7 +51,8 @@ class DenseRetriever(pt.Transformer):
         self._checked = True
 
     def fuse_rank_cutoff(self, k: int):
-        return self._copy(num_results=k) if k < self.num_results else None
+        # an approximate search with a smaller k can return other documents, so only exact search is cut early
+        return self._copy(num_results=k) if k < self.num_results and self.searcher is self.index else None
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["qid", "query_vec"], "DenseRetriever", "Encode queries first: enc >> index.retriever()")
@@ -54,21 +61,30 @@ class DenseRetriever(pt.Transformer):
         if not len(inp):
             return pd.DataFrame(columns=keep + RESULT_COLUMNS)
         queries = vectors_of(inp, "query_vec", ("qid",), "DenseRetriever", dim=self.index.dim)
-        scores, rows = self.index.search(queries, self.num_results)
+        scores, rows = self.searcher.search(queries, self.num_results)
         return results_frame(inp, keep, scores, rows, self.index)
 
     def __repr__(self) -> str:
-        return f"{self.index!r}.retriever(num_results={self.num_results})"
+        if self.searcher is self.index:
+            return f"{self.index!r}.retriever(num_results={self.num_results})"
+        return f"{self.searcher!r}.retriever(num_results={self.num_results})"
 
 
 def results_frame(queries: pd.DataFrame, keep: list[str], scores: np.ndarray, rows: np.ndarray,
-                  index: DenseIndex) -> pd.DataFrame:
-    """One row per (query, hit): the ``keep`` query columns repeated, then docno/docid/score/rank; no Python loop."""
+                  index) -> pd.DataFrame:
+    """One row per (query, hit): the ``keep`` query columns repeated, then docno/docid/score/rank; no Python loop.
+    Rows of -1 (an approximate search that found fewer than k) are left out."""
     nq, k = rows.shape
-    flat = rows.ravel()
-    columns = {c: np.repeat(queries[c].to_numpy(), k) for c in keep}
-    columns["docno"] = index.docnos[flat].astype(object)
+    found = rows >= 0
+    if found.all():
+        counts, flat, flat_scores = np.full(nq, k), rows.ravel(), scores.ravel()
+        rank = np.tile(np.arange(k), nq)
+    else:
+        counts, flat, flat_scores = found.sum(1), rows[found], scores[found]
+        rank = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
+    columns = {c: np.repeat(queries[c].to_numpy(), counts) for c in keep}
+    columns["docno"] = index.docnos[flat]
     columns["docid"] = flat
-    columns["score"] = scores.ravel().astype(np.float64)
-    columns["rank"] = np.tile(np.arange(k), nq)
+    columns["score"] = flat_scores.astype(np.float64)
+    columns["rank"] = rank
     return pd.DataFrame(columns, copy=False)

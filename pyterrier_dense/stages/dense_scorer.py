@@ -26,6 +26,7 @@ class DenseScorer(DenseRetriever):
 
     def _copy(self, **changes) -> "DenseScorer":
         changes.pop("num_results", None)
+        changes.pop("searcher", None)
         return type(self)(self.index, **{"check_encoder": self.check_encoder, "encoder": self.encoder, **changes})
 
     def fuse_rank_cutoff(self, k: int):

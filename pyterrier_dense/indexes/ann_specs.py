@@ -1,0 +1,156 @@
+"""What to build with FAISS: HNSW graphs, IVF inverted files, and product quantisers (PQ / OPQ / IVF-PQ, fast-scan).
+
+A spec splits its parameters into *build* parameters (they change the structure, so they key its cache) and
+*search* parameters (``ef_search``, ``nprobe``), which change per retriever without a rebuild. ``validate`` rejects
+bad parameters before any work starts.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import faiss
+
+__all__ = ["HnswSpec", "IvfSpec", "PqSpec", "as_dict", "FAISS_MIN_POINTS_PER_CENTROID"]
+
+FAISS_MIN_POINTS_PER_CENTROID = 39  # below this FAISS' k-means warns that centroids are poorly trained
+
+
+def default_nlist(count: int) -> int:
+    """4 * sqrt(n) lists (FAISS' rule of thumb), at least 1 and at most n / 39 so each list is trainable."""
+    return max(1, min(int(4 * math.sqrt(max(count, 1))), max(1, count // FAISS_MIN_POINTS_PER_CENTROID)))
+
+
+def _check_nlist(nlist: int, count: int) -> None:
+    if nlist < 1:
+        raise ValueError(f"nlist must be >= 1, got {nlist}")
+    if nlist > count:
+        raise ValueError(f"nlist={nlist} is larger than the corpus ({count} documents): use nlist <= {count}")
+
+
+@dataclass(frozen=True)
+class HnswSpec:
+    """HNSW graph (Malkov & Yashunin) over full vectors: ``m`` links per node, ``ef_construction`` build beam."""
+    m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+    kind: str = field(default="hnsw", init=False)
+
+    def build_params(self) -> dict:
+        return {"m": self.m, "ef_construction": self.ef_construction}
+
+    def validate(self, dim: int, count: int) -> None:
+        if self.m < 2:
+            raise ValueError(f"HNSW m must be >= 2, got {self.m}")
+        if self.ef_construction < 1 or self.ef_search < 1:
+            raise ValueError("ef_construction and ef_search must be >= 1")
+
+    def create(self, dim: int, count: int) -> faiss.Index:
+        index = faiss.IndexHNSWFlat(dim, self.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self.ef_construction
+        return index
+
+    def train_points_needed(self, count: int) -> int:
+        return 0
+
+    def search_params(self, k: int):
+        return faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+
+    def __str__(self) -> str:
+        return f"HNSW(m={self.m}, ef_construction={self.ef_construction})"
+
+
+@dataclass(frozen=True)
+class IvfSpec:
+    """Inverted file over full vectors: ``nlist`` k-means lists (default 4 sqrt(n)), ``nprobe`` lists searched."""
+    nlist: int | None = None
+    nprobe: int = 16
+    seed: int = 0
+    kind: str = field(default="ivf", init=False)
+
+    def lists(self, count: int) -> int:
+        return self.nlist if self.nlist is not None else default_nlist(count)
+
+    def build_params(self) -> dict:
+        return {"nlist": self.nlist, "seed": self.seed}
+
+    def validate(self, dim: int, count: int) -> None:
+        _check_nlist(self.lists(count), count)
+        if self.nprobe < 1:
+            raise ValueError(f"nprobe must be >= 1, got {self.nprobe}")
+
+    def create(self, dim: int, count: int) -> faiss.Index:
+        index = faiss.index_factory(dim, f"IVF{self.lists(count)},Flat", faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = self.seed
+        return index
+
+    def train_points_needed(self, count: int) -> int:
+        return FAISS_MIN_POINTS_PER_CENTROID * self.lists(count)
+
+    def search_params(self, k: int):
+        return faiss.SearchParametersIVF(nprobe=self.nprobe)
+
+    def __str__(self) -> str:
+        return f"IVF(nlist={self.nlist or 'auto'})"
+
+
+@dataclass(frozen=True)
+class PqSpec:
+    """Product quantiser (Jégou et al. 2010): ``m`` sub-quantisers of ``nbits`` (8, or 4 = FAISS fast-scan SIMD
+    look-ups), optional OPQ rotation (Ge et al. 2013) and IVF coarse quantiser (``nlist``); asymmetric distances."""
+    m: int = 48
+    nbits: int = 8
+    opq: bool = False
+    nlist: int | None = None
+    nprobe: int = 16
+    seed: int = 0
+    kind: str = field(default="pq", init=False)
+
+    def build_params(self) -> dict:
+        return {"m": self.m, "nbits": self.nbits, "opq": self.opq, "nlist": self.nlist, "seed": self.seed}
+
+    def factory(self, dim: int) -> str:
+        parts = [f"OPQ{self.m}"] if self.opq else []
+        if self.nlist:
+            parts.append(f"IVF{self.nlist}")
+        parts.append(f"PQ{self.m}x{self.nbits}" + ("fs" if self.nbits == 4 else ""))
+        return ",".join(parts)
+
+    def validate(self, dim: int, count: int) -> None:
+        if self.nbits not in (4, 8):
+            raise ValueError(f"nbits must be 8 or 4 (fast-scan), got {self.nbits}")
+        if self.m < 1 or dim % self.m:
+            raise ValueError(f"m={self.m} does not divide the vector dimension {dim}: choose a divisor of {dim}")
+        if self.nlist is not None:
+            _check_nlist(self.nlist, count)
+        if self.nprobe < 1:
+            raise ValueError(f"nprobe must be >= 1, got {self.nprobe}")
+
+    def create(self, dim: int, count: int) -> faiss.Index:
+        index = faiss.index_factory(dim, self.factory(dim), faiss.METRIC_INNER_PRODUCT)
+        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+        if hasattr(inner, "cp"):
+            inner.cp.seed = self.seed
+        pq = getattr(inner, "pq", None)
+        if pq is not None:
+            pq.cp.seed = self.seed
+        return index
+
+    def train_points_needed(self, count: int) -> int:
+        needed = FAISS_MIN_POINTS_PER_CENTROID * 2 ** self.nbits
+        if self.nlist:
+            needed = max(needed, FAISS_MIN_POINTS_PER_CENTROID * self.nlist)
+        return needed
+
+    def search_params(self, k: int):
+        return faiss.SearchParametersIVF(nprobe=self.nprobe) if self.nlist else None
+
+    def code_bytes(self) -> float:
+        return self.m * self.nbits / 8
+
+    def __str__(self) -> str:
+        return f"PQ({self.factory(0)})"
+
+
+def as_dict(spec) -> dict:
+    return {"kind": spec.kind, **spec.build_params()}

@@ -1,0 +1,177 @@
+"""Approximate and compressed retrieval: HNSW, IVF, PQ/OPQ/IVF-PQ/fast-scan against brute force; caching,
+sizes from files on disk, determinism, and bad parameters."""
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+import pyterrier as pt
+import pytest
+
+import pyterrier_dense as ptd
+from pyterrier_dense.indexes import DenseIndexWriter, faiss_structure
+
+
+def clustered(n, dim, seed=0, centres=20):
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, dim)).astype(np.float32) * 3
+    x = c[rng.integers(0, centres, n)] + rng.standard_normal((n, dim)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    vecs, queries = clustered(3000, 32, seed=1), clustered(40, 32, seed=2)
+    path = tmp_path_factory.mktemp("ann") / "c.dense"
+    with DenseIndexWriter(path, dim=32) as w:
+        w.add([f"doc{i}" for i in range(len(vecs))], vecs)
+    return ptd.DenseIndex(path), vecs, queries
+
+
+def frame(queries):
+    return pd.DataFrame({"qid": [str(i) for i in range(len(queries))], "query_vec": list(queries)})
+
+
+def recall_at(retriever, vecs, queries, k):
+    res = retriever(frame(queries))
+    truth = np.argsort(-(queries @ vecs.T), axis=1)[:, :k]
+    got = res[res["rank"] < k].groupby("qid")["docid"].apply(set)
+    return np.mean([len(got.get(str(i), set()) & set(t)) / k for i, t in enumerate(truth)])
+
+
+def test_hnsw_recall_against_brute_force(data):
+    index, vecs, queries = data
+    assert recall_at(index.hnsw_retriever(num_results=10, ef_search=256), vecs, queries, 10) >= 0.98
+
+
+def test_ivf_with_every_list_probed_is_exact(data):
+    index, vecs, queries = data
+    exact = index.retriever(num_results=10)(frame(queries))
+    full = index.ivf_retriever(num_results=10, nlist=16, nprobe=16)(frame(queries))
+    assert full["docno"].tolist() == exact["docno"].tolist()
+    np.testing.assert_allclose(full["score"], exact["score"], rtol=1e-5)
+    assert recall_at(index.ivf_retriever(num_results=10, nlist=16, nprobe=4), vecs, queries, 10) >= 0.8
+
+
+# random ranking has recall@10 of 10/3000; 4-bit codes of 2 dimensions are the coarsest of these
+@pytest.mark.parametrize("kwargs,floor", [
+    (dict(m=16, nbits=8), 0.5),
+    (dict(m=16, nbits=4), 0.3),
+    (dict(m=16, nbits=8, opq=True), 0.5),
+    (dict(m=16, nbits=4, nlist=8, nprobe=8), 0.3),
+    (dict(m=8, nbits=8, rerank=100), 0.95),
+])
+def test_pq_variants_against_brute_force(data, kwargs, floor):
+    index, vecs, queries = data
+    assert recall_at(index.pq_retriever(num_results=10, **kwargs), vecs, queries, 10) >= floor
+
+
+def hnsw_files(index):
+    folder = index.path / "faiss"
+    return sorted(f for f in os.listdir(folder) if f.startswith("hnsw") and f.endswith(".faiss")) if folder.exists() else []
+
+
+def test_search_parameters_change_without_rebuild_and_build_parameters_rebuild(data):
+    index, vecs, queries = data
+    before = hnsw_files(index)
+    retriever = index.hnsw_retriever(num_results=5, m=8, ef_search=16)
+    assert hnsw_files(index) == before  # nothing is built before the first query
+    retriever(frame(queries[:1]))
+    built = hnsw_files(index)
+    assert len(built) == len(before) + 1
+    mtimes = [os.path.getmtime(index.path / "faiss" / f) for f in built]
+    index.hnsw_retriever(num_results=5, m=8, ef_search=200)(frame(queries[:1]))
+    assert hnsw_files(index) == built
+    assert [os.path.getmtime(index.path / "faiss" / f) for f in built] == mtimes
+    index.hnsw_retriever(num_results=5, m=12)(frame(queries[:1]))
+    assert len(hnsw_files(index)) == len(built) + 1
+    assert not [f for f in os.listdir(index.path / "faiss") if ".tmp-" in f]
+
+
+def test_rebuilt_when_the_vectors_change(tmp_path):
+    path = tmp_path / "x.dense"
+    for seed in (1, 2):
+        vecs = clustered(500, 16, seed=seed)
+        with DenseIndexWriter(path, dim=16, mode="overwrite") as w:
+            w.add([f"d{i}" for i in range(500)], vecs)
+        index = ptd.DenseIndex(path)
+        q = clustered(1, 16, seed=9)
+        res = index.ivf_retriever(num_results=5, nlist=4, nprobe=4)(frame(q))
+        assert res["docid"].tolist() == np.argsort(-(q @ vecs.T)[0])[:5].tolist()
+
+
+def test_read_only_index_without_the_structure_is_a_clear_error(data, monkeypatch):
+    index, _, queries = data
+    monkeypatch.setattr(faiss_structure.os, "access", lambda path, mode: False)
+    with pytest.raises(PermissionError, match="read-only and has no cached HNSW"):
+        index.hnsw_retriever(m=6)(frame(queries[:1]))
+
+
+def test_compressed_only_index_sizes_from_disk_and_determinism(data, tmp_path):
+    index, vecs, queries = data
+    pq = index.compress(tmp_path / "a.pq", m=8, nbits=8, seed=3)
+    assert not (tmp_path / "a.pq" / "vecs.f4").exists()
+    on_disk = os.path.getsize(tmp_path / "a.pq" / "pq.faiss")
+    size = pq.size()
+    assert size["bytes_per_doc"] == pytest.approx(on_disk / 3000)
+    assert size["compression_vs_float32"] == pytest.approx(128 / (on_disk / 3000))
+    assert 8 <= size["bytes_per_doc"] < 8 + 40  # 8 one-byte codes + the codebooks spread over 3,000 documents
+    assert index.size()["compression_vs_float32"] == 1.0
+    again = index.compress(tmp_path / "b.pq", m=8, nbits=8, seed=3)
+    assert (tmp_path / "a.pq" / "pq.faiss").read_bytes() == (tmp_path / "b.pq" / "pq.faiss").read_bytes()
+    r1, r2 = pq.retriever(num_results=10)(frame(queries)), again.retriever(num_results=10)(frame(queries))
+    assert r1["docno"].tolist() == r2["docno"].tolist()
+    assert recall_at(pq.retriever(num_results=10), vecs, queries, 10) >= 0.5
+    loaded = pt.Artifact.load(str(tmp_path / "a.pq"))
+    assert isinstance(loaded, ptd.PQIndex) and loaded.count == 3000
+    with pytest.raises(ValueError, match="rerank needs the full vectors"):
+        from pyterrier_dense.indexes.ann_search import AnnSearcher
+        AnnSearcher(pq.spec, lambda: None, pq, rerank=10)
+
+
+def test_undertrained_quantiser_is_reported(data, caplog):
+    index, _, queries = data
+    with caplog.at_level(logging.WARNING, logger="pyterrier_dense"):
+        retriever = index.pq_retriever(num_results=5, m=4, nbits=8, train_size=1000)
+        retriever(frame(queries[:1]))
+    assert "on 1000 vectors; FAISS wants at least 9984" in caplog.text
+    assert retriever.searcher.report["undertrained"] is True
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda i: i.pq_retriever(m=5), "m=5 does not divide the vector dimension 32"),
+    (lambda i: i.pq_retriever(nbits=6), "nbits must be 8 or 4"),
+    (lambda i: i.ivf_retriever(nlist=5000), "nlist=5000 is larger than the corpus \\(3000 documents\\)"),
+    (lambda i: i.pq_retriever(m=8, nlist=4000), "nlist=4000 is larger than the corpus"),
+    (lambda i: i.hnsw_retriever(m=1), "HNSW m must be >= 2"),
+])
+def test_bad_parameters_fail_before_any_work(data, call, message):
+    index = data[0]
+    before = sorted(os.listdir(index.path / "faiss")) if (index.path / "faiss").exists() else []
+    with pytest.raises(ValueError, match=message):
+        call(index)
+    after = sorted(os.listdir(index.path / "faiss")) if (index.path / "faiss").exists() else []
+    assert after == before
+
+
+def test_small_and_empty_indexes(tmp_path):
+    with DenseIndexWriter(tmp_path / "small.dense", dim=8) as w:
+        w.add([f"s{i}" for i in range(50)], clustered(50, 8))
+    small = ptd.DenseIndex(tmp_path / "small.dense")
+    res = small.hnsw_retriever(num_results=100)(frame(clustered(1, 8, seed=5)))
+    assert len(res) == 50 and sorted(res["docno"]) == sorted(f"s{i}" for i in range(50))
+    with DenseIndexWriter(tmp_path / "empty.dense", dim=8):
+        pass
+    empty = ptd.DenseIndex(tmp_path / "empty.dense")
+    assert len(empty.hnsw_retriever()(frame(clustered(2, 8)))) == 0
+
+
+def test_ann_retrievers_in_an_experiment(data):
+    index, vecs, queries = data
+    topics = frame(queries)
+    truth = np.argsort(-(queries @ vecs.T), axis=1)[:, 0]
+    qrels = pd.DataFrame({"qid": topics["qid"], "docno": [f"doc{i}" for i in truth], "label": 1})
+    res = pt.Experiment([index.retriever(), index.hnsw_retriever(), index.pq_retriever(m=8, rerank=50)], topics, qrels,
+                        [pt.measures.RR], names=["exact", "hnsw", "pq"])
+    rr = res.set_index("name")["RR"]
+    assert rr["exact"] == 1.0 and rr["hnsw"] >= 0.95 and rr["pq"] >= 0.9
