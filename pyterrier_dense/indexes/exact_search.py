@@ -18,10 +18,13 @@ def _block_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = scores.shape[1]
     if n <= k:
         return scores, np.broadcast_to(np.arange(n), scores.shape)
-    cols = np.argpartition(scores, n - k, axis=1)[:, n - k:]
+    # partitioning at n-k-1 also places the (k+1)-th largest score there, which tells whether ties straddle the
+    # k-th place without another pass over the scores
+    part = np.argpartition(scores, n - k - 1, axis=1)
+    cols = part[:, n - k:]
     top = np.take_along_axis(scores, cols, axis=1)
-    kth = top.min(axis=1)
-    straddling = np.nonzero(np.count_nonzero(scores >= kth[:, None], axis=1) > k)[0]
+    runner_up = np.take_along_axis(scores, part[:, n - k - 1:n - k], axis=1)[:, 0]
+    straddling = np.nonzero(runner_up == top.min(axis=1))[0]
     for q in straddling:  # rare: equal scores at the k-th place; settle them by column order
         order = np.lexsort((np.arange(n), -scores[q]))[:k]
         cols[q], top[q] = order, scores[q, order]

@@ -200,4 +200,5 @@ def open_array(path: Path, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     """Memory-map a raw array file read-only (an empty array for zero rows)."""
     if shape[0] == 0:
         return np.empty(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+    # a plain ndarray view of the map: slicing it skips np.memmap's per-slice Python overhead
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r", shape=shape))
