@@ -72,6 +72,8 @@ def evaluate(name: str, retriever, frame, qrels, exact_top, nq, repeats, size, c
     entry = {"nDCG@10": float(pt.Evaluate(res, qrels, metrics=[NDCG])[str(NDCG)]),
              "recall@100_vs_exact": overlap(res, exact_top, 100), "ms_per_query": 1000 * seconds / nq,
              "bytes_per_doc": float(size()), "config": config, "build_s": round(build_s, 2)}
+    if hasattr(retriever, "size") and "code_bytes_per_doc" in retriever.size():
+        entry["code_bytes_per_doc"] = retriever.size()["code_bytes_per_doc"]
     log(f"{name:>20}: {json.dumps(entry)}")
     return entry
 
@@ -85,24 +87,26 @@ def build_collection_index(collection, model: str, index_dir: Path) -> tuple[ptd
     return index, enc
 
 
-def pyterrier_dr_methods(index: ptd.DenseIndex, tmp: Path, nlist: int, nprobe: int, ef_search: int) -> dict:
+def pyterrier_dr_methods(index: ptd.DenseIndex, tmp: Path, nlist: int, nprobe: int, ef_search: int):
+    """pyterrier-dr's FAISS retrievers over a FlexIndex of the same vectors; sizes from the files each one adds."""
     import pyterrier_dr
     flex = pyterrier_dr.FlexIndex(str(tmp / "flex"))
     vectors = np.asarray(index.vectors)
     docnos = index.docnos[np.arange(index.count)]
     flex.indexer(mode="overwrite").index({"docno": d, "doc_vec": v} for d, v in zip(docnos, vectors))
-
-    def size_of_new_files(before: set):
-        def size():
-            files = [p for p in Path(flex.index_path).rglob("*") if p.is_file() and str(p) not in before]
-            return sum(p.stat().st_size for p in files) / index.count
-        return size
-
-    before = {str(p) for p in Path(flex.index_path).rglob("*")}
-    hnsw = flex.faiss_hnsw_retriever(32, num_results=K, ef_construction=200, ef_search=ef_search)
-    ivf = flex.faiss_ivf_retriever(num_results=K, n_list=nlist, n_probe=nprobe)
-    return {"pyterrier_dr_hnsw": (hnsw, size_of_new_files(before), f"HNSW32 efC=200 ef_search={ef_search}"),
-            "pyterrier_dr_ivf": (ivf, None, f"IVF{nlist},Flat nprobe={nprobe}")}
+    folder = Path(flex.index_path)
+    files = lambda: {p: p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+    methods = {
+        "pyterrier_dr_hnsw": (lambda: flex.faiss_hnsw_retriever(32, num_results=K, ef_construction=200,
+                                                                ef_search=ef_search),
+                              f"HNSW32 efC=200 ef_search={ef_search}"),
+        "pyterrier_dr_ivf": (lambda: flex.faiss_ivf_retriever(num_results=K, n_list=nlist, n_probe=nprobe),
+                             f"IVF{nlist},Flat nprobe={nprobe}"),
+    }
+    for name, (make, config) in methods.items():
+        before = files()
+        added = lambda before=before: sum(v for p, v in files().items() if p not in before) / index.count
+        yield name, make(), added, config
 
 
 def run_collection(args) -> dict:
@@ -145,9 +149,8 @@ def run_collection(args) -> dict:
     ivfpq = index.pq_retriever(K, m=96, nbits=4, nlist=nlist, nprobe=args.nprobe)
     results["ivfpq"] = evaluate("ivfpq", ivfpq, frame, qrels, exact_top, nq, args.repeats,
                                 lambda: ivfpq.size()["bytes_per_doc"], f"IVF{nlist},PQ96x4fs nprobe={args.nprobe}")
-    for name, (retriever, size, config) in pyterrier_dr_methods(index, tmp, nlist, args.nprobe, args.ef_search).items():
-        results[name] = evaluate(name, retriever, frame, qrels, exact_top, nq, args.repeats,
-                                 size or (lambda: float("nan")), config)
+    for name, retriever, size, config in pyterrier_dr_methods(index, tmp, nlist, args.nprobe, args.ef_search):
+        results[name] = evaluate(name, retriever, frame, qrels, exact_top, nq, args.repeats, size, config)
     return {"collection": collection.name, "documents": index.count, "queries": nq, "methods": results,
             "all_pq_configs": {k: v[2] for k, v in pq_results.items()}}
 

@@ -64,7 +64,10 @@ class AnnSearcher:
     def size(self) -> dict:
         """Bytes per document of the searched structure on disk, and its compression against float32."""
         self.structure()
-        return size_report(self.file.stat().st_size, self.index.count, self.index.dim)
+        report = size_report(self.file.stat().st_size, self.index.count, self.index.dim)
+        if hasattr(self.spec, "code_bytes"):   # the codes alone, without codebooks and lists (they amortise)
+            report["code_bytes_per_doc"] = self.spec.code_bytes()
+        return report
 
     def __repr__(self) -> str:
         extra = f", rerank={self.rerank}" if self.rerank else ""

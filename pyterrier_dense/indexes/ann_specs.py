@@ -97,17 +97,24 @@ class IvfSpec:
 @dataclass(frozen=True)
 class PqSpec:
     """Product quantiser (Jégou et al. 2010): ``m`` sub-quantisers of ``nbits`` (8, or 4 = FAISS fast-scan SIMD
-    look-ups), optional OPQ rotation (Ge et al. 2013) and IVF coarse quantiser (``nlist``); asymmetric distances."""
+    look-ups), optional OPQ rotation (Ge et al. 2013) and IVF coarse quantiser (``nlist``); asymmetric distances.
+
+    ``opq_iterations`` is OPQ's alternating optimisation (FAISS defaults to 50; on SciFact MiniLM vectors 100 gave
+    nDCG@10 0.643 against 0.630 for OPQ48,PQ48x8, so it is the default here; training time grows with it)."""
     m: int = 48
     nbits: int = 8
     opq: bool = False
     nlist: int | None = None
     nprobe: int = 16
     seed: int = 0
+    opq_iterations: int = 100
     kind: str = field(default="pq", init=False)
 
     def build_params(self) -> dict:
-        return {"m": self.m, "nbits": self.nbits, "opq": self.opq, "nlist": self.nlist, "seed": self.seed}
+        params = {"m": self.m, "nbits": self.nbits, "opq": self.opq, "nlist": self.nlist, "seed": self.seed}
+        if self.opq:
+            params["opq_iterations"] = self.opq_iterations
+        return params
 
     def factory(self, dim: int) -> str:
         parts = [f"OPQ{self.m}"] if self.opq else []
@@ -128,6 +135,8 @@ class PqSpec:
 
     def create(self, dim: int, count: int) -> faiss.Index:
         index = faiss.index_factory(dim, self.factory(dim), faiss.METRIC_INNER_PRODUCT)
+        if self.opq:
+            faiss.downcast_VectorTransform(index.chain.at(0)).niter = self.opq_iterations
         inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
         if hasattr(inner, "cp"):
             inner.cp.seed = self.seed
