@@ -107,7 +107,7 @@ class DenseIndex(VectorIndex):
 
     def pq_retriever(self, num_results: int = 1000, *, m: int = 48, nbits: int = 8, opq: bool = False,
                      nlist: int | None = None, nprobe: int = 16, rerank: int = 0, seed: int = 0,
-                     train_size: int = 100_000, opq_iterations: int = 100,
+                     train_size: int = 100_000, opq_iterations: int = 50,
                      check_encoder: bool = True) -> pt.Transformer:
         """Product-quantised retrieval: ``m`` codes of ``nbits`` (8, or 4 for fast-scan) a document, optional OPQ
         rotation and IVF coarse quantiser; ``rerank=n`` re-scores the top n exactly from the full vectors.
@@ -117,7 +117,7 @@ class DenseIndex(VectorIndex):
 
     def compress(self, path: str | os.PathLike, *, m: int = 48, nbits: int = 8, opq: bool = False,
                  nlist: int | None = None, nprobe: int = 16, seed: int = 0, train_size: int = 100_000,
-                 opq_iterations: int = 100, mode: str = "error") -> "PQIndex":
+                 opq_iterations: int = 50, mode: str = "error") -> "PQIndex":
         """Write a compressed-only :class:`PQIndex` of these vectors at ``path`` and return it."""
         spec = PqSpec(m=m, nbits=nbits, opq=opq, nlist=nlist, nprobe=nprobe, seed=seed, opq_iterations=opq_iterations)
         return build_pq_index(self, path, spec, train_size=train_size, mode=mode)
