@@ -159,13 +159,14 @@ def clustered_chunks(n: int, dim: int, centres: np.ndarray, seed: int, chunk: in
     rng = np.random.default_rng(seed)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        x = centres[rng.integers(0, len(centres), m)] + 0.6 * rng.standard_normal((m, dim), dtype=np.float32)
+        x = centres[rng.integers(0, len(centres), m)] + 0.5 / np.sqrt(dim) * rng.standard_normal((m, dim), dtype=np.float32)
         yield (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def run_synthetic(n: int, dim: int = 384, n_queries: int = 200) -> dict:
+    """Clusters like real embeddings: unit-scale centres, noise of norm ~0.5, so neighbours have cosine ~0.8."""
     tmp = Path(tempfile.mkdtemp(prefix="ann-synth-"))
-    centres = np.random.default_rng(0).standard_normal((4096, dim)).astype(np.float32) / np.sqrt(dim) * 3
+    centres = np.random.default_rng(0).standard_normal((4096, dim)).astype(np.float32) / np.sqrt(dim)
     log(f"writing {n:,} clustered {dim}-d vectors")
     with DenseIndexWriter(tmp / "synth.dense", dim=dim) as w:
         for i, block in enumerate(clustered_chunks(n, dim, centres, seed=1)):
@@ -201,17 +202,20 @@ def run_synthetic(n: int, dim: int = 384, n_queries: int = 200) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--collection", required=True)
+    p.add_argument("--collection", default=None)
     p.add_argument("--model", default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--index-dir", default=None, help="reuse/cache the encoded collection here")
     p.add_argument("--synthetic", type=int, default=1_000_000)
+    p.add_argument("--synthetic-only", action="store_true", help="skip the collection part")
     p.add_argument("--ef-search", type=int, default=256)
     p.add_argument("--nprobe", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     args.model = args.model or default_model()
-    out = run_collection(args)
+    if not args.synthetic_only and not args.collection:
+        p.error("--collection is needed unless --synthetic-only")
+    out = {} if args.synthetic_only else run_collection(args)
     if args.synthetic:
         out["synthetic_1m"] = run_synthetic(args.synthetic)
     text = json.dumps(out, indent=2)
