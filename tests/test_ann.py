@@ -175,3 +175,12 @@ def test_ann_retrievers_in_an_experiment(data):
                         [pt.measures.RR], names=["exact", "hnsw", "pq"])
     rr = res.set_index("name")["RR"]
     assert rr["exact"] == 1.0 and rr["hnsw"] >= 0.95 and rr["pq"] >= 0.9
+
+
+def test_opq_rotation_is_trained_for_the_code_size_and_deterministic(data, tmp_path):
+    index, vecs, queries = data
+    a = index.compress(tmp_path / "a.pq", m=8, nbits=4, opq=True, seed=5)
+    b = index.compress(tmp_path / "b.pq", m=8, nbits=4, opq=True, seed=5)
+    assert (tmp_path / "a.pq" / "pq.faiss").read_bytes() == (tmp_path / "b.pq" / "pq.faiss").read_bytes()
+    assert a.spec.build_params()["opq_trained_for_nbits"] == 4
+    assert recall_at(a.retriever(num_results=10), vecs, queries, 10) >= 0.3

@@ -50,6 +50,9 @@ class HnswSpec:
         index.hnsw.efConstruction = self.ef_construction
         return index
 
+    def train(self, index: faiss.Index, sample) -> None:
+        index.train(sample)
+
     def train_points_needed(self, count: int) -> int:
         return 0
 
@@ -84,6 +87,9 @@ class IvfSpec:
         index.cp.seed = self.seed
         return index
 
+    def train(self, index: faiss.Index, sample) -> None:
+        index.train(sample)
+
     def train_points_needed(self, count: int) -> int:
         return FAISS_MIN_POINTS_PER_CENTROID * self.lists(count)
 
@@ -113,6 +119,7 @@ class PqSpec:
         params = {"m": self.m, "nbits": self.nbits, "opq": self.opq, "nlist": self.nlist, "seed": self.seed}
         if self.opq:
             params["opq_iterations"] = self.opq_iterations
+            params["opq_trained_for_nbits"] = self.nbits
         return params
 
     def factory(self, dim: int) -> str:
@@ -143,6 +150,21 @@ class PqSpec:
         if pq is not None:
             pq.cp.seed = self.seed
         return index
+
+    def train(self, index: faiss.Index, sample) -> None:
+        if not self.opq:
+            index.train(sample)
+            return
+        # FAISS trains the OPQ rotation against an 8-bit quantiser unless given one; give it the codes actually used
+        # (4-bit fast-scan included). The rotation keeps a raw pointer, used only while training.
+        opq = faiss.downcast_VectorTransform(index.chain.at(0))
+        rotation_pq = faiss.ProductQuantizer(opq.d_out, self.m, self.nbits)
+        rotation_pq.cp.seed = self.seed
+        opq.pq = rotation_pq
+        try:
+            index.train(sample)
+        finally:
+            opq.pq = None
 
     def train_points_needed(self, count: int) -> int:
         needed = FAISS_MIN_POINTS_PER_CENTROID * 2 ** self.nbits

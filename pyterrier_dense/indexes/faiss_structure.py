@@ -52,7 +52,7 @@ def build_structure(vectors: np.ndarray, spec, *, train_size: int = 100_000, see
             log.warning("training %s on %d vectors; FAISS wants at least %d (%d per centroid): expect lower quality",
                         spec, len(sample), needed, 39)
             report["undertrained"] = True
-        index.train(sample)
+        spec.train(index, sample)
     blocks = range(0, count, ADD_BLOCK)
     for start in tqdm(blocks, desc=f"building {spec}", unit="block", disable=not verbose or len(blocks) < 4):
         index.add(np.asarray(vectors[start:start + ADD_BLOCK], dtype=np.float32))
