@@ -1,6 +1,7 @@
 """PQIndex: a compressed-only index (product-quantised codes + docnos, no full vectors), so the saving is real."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -33,15 +34,14 @@ class PQIndex(VectorIndex):
 
     @property
     def spec(self) -> PqSpec:
-        params = dict(self.manifest["report"]["spec"])
-        params.pop("kind")
-        return PqSpec(**params)
+        accepted = {f.name for f in dataclasses.fields(PqSpec) if f.init}
+        return PqSpec(**{k: v for k, v in self.manifest["report"]["spec"].items() if k in accepted})
 
     def _searched_bytes(self) -> int:
         return self.manifest["files"][STRUCTURE]["bytes"]
 
     def searcher(self, nprobe: int | None = None) -> AnnSearcher:
-        spec = self.spec if nprobe is None else PqSpec(**{**self.spec.build_params(), "nprobe": nprobe})
+        spec = self.spec if nprobe is None else dataclasses.replace(self.spec, nprobe=nprobe)
         path = Path(self.path) / STRUCTURE
         return AnnSearcher(spec, lambda: (faiss.read_index(str(path)), self.manifest["report"], path), self)
 
