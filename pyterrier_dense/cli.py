@@ -24,8 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--collection", required=True)
     i.add_argument("--model", default=DEFAULT_MODEL)
     i.add_argument("--index", required=True, help="index directory to create")
-    i.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
-    i.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    how = i.add_mutually_exclusive_group()
+    how.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
+    how.add_argument("--append", action="store_true", help="add the collection's documents to an existing index")
+    i.add_argument("--dtype", default=None, choices=["float32", "float16"], help="default float32")
 
     s = sub.add_parser("search", help="search a dense index for one query")
     s.add_argument("--index", required=True)
@@ -54,8 +56,8 @@ def _index(args) -> None:
     from .experiment import resolve_model
     index = DenseIndex(args.index)
     enc = BiEncoder(resolve_model(args.model))
-    (enc >> index.indexer(mode="overwrite" if args.overwrite else "error", dtype=args.dtype)).index(
-        Collection(args.collection).corpus_iter())
+    mode = "overwrite" if args.overwrite else "append" if args.append else "error"
+    (enc >> index.indexer(mode=mode, dtype=args.dtype)).index(Collection(args.collection).corpus_iter())
     print(f"indexed {index.count} documents ({index.dim} dimensions) into {args.index}")
 
 

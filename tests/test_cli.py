@@ -29,6 +29,8 @@ def test_index_then_search(tiny_st_model, tmp_path, capsys):
     assert "indexed 82 documents (32 dimensions)" in capsys.readouterr().out
     assert main(["index", "--collection", str(adi), "--model", tiny_st_model, "--index", str(index)]) == 2
     assert "already exists; pass mode='overwrite'" in capsys.readouterr().err
+    assert main(["index", "--collection", str(adi), "--model", tiny_st_model, "--index", str(index), "--append"]) == 2
+    assert "duplicate docno '1'" in capsys.readouterr().err   # ADI's documents are already in it
     assert main(["search", "--index", str(index), "--model", tiny_st_model, "--query", "information retrieval",
                  "-k", "3", "--collection", str(adi)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

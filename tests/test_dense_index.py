@@ -128,3 +128,69 @@ def test_search_rejects_query_vectors_of_another_dimension(tmp_path):
     index, _ = build(tmp_path / "x.dense")
     with pytest.raises(ValueError, match="8-dimensional"):
         index.search(random_vectors(1, 5), 3)
+
+
+def test_append_equals_a_build_from_scratch(tmp_path):
+    full, vecs = build(tmp_path / "full.dense", n=20)
+    with DenseIndexWriter(tmp_path / "inc.dense", mode="append") as w:   # append to nothing creates the index
+        w.add([f"doc{i}" for i in range(7)], vecs[:7])
+    for lo, hi in ((7, 15), (15, 20)):
+        with DenseIndexWriter(tmp_path / "inc.dense", mode="append") as w:
+            w.add([f"doc{i}" for i in range(lo, hi)], vecs[lo:hi])
+    inc = ptd.DenseIndex(tmp_path / "inc.dense")
+    assert inc.count == 20
+    np.testing.assert_array_equal(inc.vectors, full.vectors)
+    assert inc.docnos[np.arange(20)].tolist() == full.docnos[np.arange(20)].tolist()
+    q = random_vectors(3, 8, seed=5)
+    for a, b in zip(inc.search(q, 10), full.search(q, 10)):
+        np.testing.assert_array_equal(a, b)
+    inc.verify()
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p or ".old-" in p]
+
+
+def test_append_keeps_float16_and_refuses_another_dtype_or_dim(tmp_path):
+    index, vecs = build(tmp_path / "h.dense", n=4, dtype="float16")
+    with DenseIndexWriter(tmp_path / "h.dense", mode="append") as w:
+        w.add(["new"], vecs[:1])
+    assert ptd.DenseIndex(tmp_path / "h.dense").manifest["dtype"] == "float16"
+    assert os.path.getsize(tmp_path / "h.dense" / "vecs.f2") == 5 * 8 * 2
+    with pytest.raises(ValueError, match="cannot append as float32 to .* which stores float16"):
+        DenseIndexWriter(tmp_path / "h.dense", mode="append", dtype="float32")
+    with pytest.raises(ValueError, match="cannot append 4-dimensional vectors .* holds 8-dimensional"):
+        DenseIndexWriter(tmp_path / "h.dense", mode="append", dim=4)
+    with pytest.raises(ValueError, match="4-dimensional vector; this index holds 8"):
+        with DenseIndexWriter(tmp_path / "h.dense", mode="append") as w:
+            w.add(["x"], random_vectors(1, 4))
+    assert ptd.DenseIndex(tmp_path / "h.dense").count == 5
+
+
+def test_append_of_a_stored_docno_fails_and_keeps_the_index(tmp_path):
+    build(tmp_path / "x.dense", n=6)
+    before = {f: (tmp_path / "x.dense" / f).read_bytes() for f in os.listdir(tmp_path / "x.dense")}
+    with pytest.raises(ValueError, match="duplicate docno 'doc3'"):
+        with DenseIndexWriter(tmp_path / "x.dense", mode="append") as w:
+            w.add(["new1", "doc3"], random_vectors(2, 8))
+    after = {f: (tmp_path / "x.dense" / f).read_bytes() for f in os.listdir(tmp_path / "x.dense")}
+    assert after == before and os.listdir(tmp_path) == ["x.dense"]
+
+
+def test_append_refuses_to_mix_encoded_and_given_vectors(tmp_path):
+    build(tmp_path / "raw.dense", n=4)
+    settings = {"dim": 8, "fingerprint": "abc", "pooling": "mean"}
+    with pytest.raises(ValueError, match="built from vectors given directly; append the same way"):
+        DenseIndexWriter(tmp_path / "raw.dense", mode="append", encoder=settings)
+    with DenseIndexWriter(tmp_path / "enc.dense", encoder=settings) as w:
+        w.add(["a"], random_vectors(1, 8))
+    with pytest.raises(ValueError, match="built by an encoder; append the same way"):
+        DenseIndexWriter(tmp_path / "enc.dense", mode="append")
+    with pytest.raises(ValueError, match="another encoder configuration \\(pooling: index 'mean', encoder 'cls'\\)"):
+        DenseIndexWriter(tmp_path / "enc.dense", mode="append", encoder={**settings, "pooling": "cls"})
+
+
+def test_append_detects_a_concurrent_change(tmp_path):
+    build(tmp_path / "x.dense", n=6)
+    with pytest.raises(RuntimeError, match="changed while documents were being appended"):
+        with DenseIndexWriter(tmp_path / "x.dense", mode="append") as w:
+            w.add(["new"], random_vectors(1, 8))
+            build(tmp_path / "x.dense", n=10, mode="overwrite")   # another process replaced it meanwhile
+    assert ptd.DenseIndex(tmp_path / "x.dense").count == 10

@@ -106,6 +106,25 @@ def test_pairing_with_another_encoder_is_refused(built, other_tiny_model):
     assert len(unchecked.search("gene")) == 12
 
 
+def test_appending_documents_through_the_encoder(built, tiny_encoder, other_tiny_model, docs, tmp_path):
+    whole = ptd.DenseIndex(tmp_path / "whole.dense")
+    extra = [{"docno": "n1", "text": "magnetic gene energy"}, {"docno": "n2", "text": "protein light"}]
+    (tiny_encoder >> whole.indexer()).index(docs + extra)
+    grown = (tiny_encoder >> built.indexer(mode="append")).index(extra)   # only the new texts are encoded
+    # batches pad to other lengths, which moves float32 sums in the last bit; nothing more
+    np.testing.assert_allclose(grown.vectors, whole.vectors, atol=1e-6)
+    assert grown.docnos[np.arange(14)].tolist() == whole.docnos[np.arange(14)].tolist()
+    topics = pd.DataFrame({"qid": ["1", "2"], "query": ["gene energy", "light"]})
+    a, b = (tiny_encoder >> grown.retriever())(topics), (tiny_encoder >> whole.retriever())(topics)
+    both = a.merge(b, on=["qid", "docno"], suffixes=("_grown", "_whole"))   # ranks may swap near-ties
+    assert len(a) == len(b) == len(both) == 28
+    np.testing.assert_allclose(both["score_grown"], both["score_whole"], rtol=1e-5)
+    other = ptd.BiEncoder(other_tiny_model, precision="fp32", verbose=False)
+    with pytest.raises(ValueError, match="cannot append to .*another encoder configuration \\(fingerprint"):
+        (other >> grown.indexer(mode="append")).index([{"docno": "n3", "text": "gene"}])
+    assert ptd.DenseIndex(grown.path).count == 14
+
+
 def test_scorer_rescores_from_stored_vectors(built, tiny_encoder):
     cands = pd.DataFrame({"qid": ["1"] * 3 + ["2"], "query": ["gene"] * 3 + ["light"],
                           "docno": ["d0", "d4", "d9", "d9"], "text": ["x"] * 4})

@@ -14,7 +14,7 @@ from .exact_search import exact_top_k
 from .faiss_structure import cached_structure
 from .pq_index import PQIndex, build_pq_index
 from .storage import CorruptIndexError, IndexBuild, open_array, verify_files
-from .vector_index import VectorIndex
+from .vector_index import VectorIndex, encoder_differences
 
 __all__ = ["DenseIndex", "DenseIndexWriter"]
 
@@ -75,8 +75,11 @@ class DenseIndex(VectorIndex):
         return exact_top_k(query_vecs, self.vectors, k)
 
     # ---- stages --------------------------------------------------------------------------------------------
-    def indexer(self, *, mode: str = "error", dtype: str = "float32") -> "pt.Indexer":
-        """A stage that writes ``docno`` + ``doc_vec`` records here: ``(enc >> index.indexer()).index(docs)``."""
+    def indexer(self, *, mode: str = "error", dtype: str | None = None) -> "pt.Indexer":
+        """A stage that writes ``docno`` + ``doc_vec`` records here: ``(enc >> index.indexer()).index(docs)``.
+
+        ``mode``: ``"error"`` (refuse an existing index), ``"overwrite"``, or ``"append"`` (add documents to the
+        index without re-encoding those it holds). ``dtype``: ``"float32"`` (default) or ``"float16"``."""
         from ..stages.dense_indexer import DenseIndexer
         return DenseIndexer(self, mode=mode, dtype=dtype)
 
@@ -136,25 +139,74 @@ class DenseIndex(VectorIndex):
 class DenseIndexWriter:
     """Streams (docnos, vectors) into a new index at ``path``; publishes atomically on clean exit.
 
+    ``mode="error"`` (default) refuses an existing index, ``"overwrite"`` replaces it, ``"append"`` adds documents
+    to it (or creates it): the stored vectors and docnos are copied into the new build (no re-encoding), so the
+    result equals a build from scratch over all documents, and the old index stays in place until the new one is
+    complete. Appending checks that the encoder settings and the dtype are those of the index, and that no docno
+    repeats one already stored.
+
     Example::
 
         with DenseIndexWriter("x.dense", dim=4) as w:
             w.add(["d1", "d2"], np.eye(2, 4, dtype=np.float32))
+        with DenseIndexWriter("x.dense", mode="append") as w:
+            w.add(["d3"], np.ones((1, 4), dtype=np.float32))
     """
 
-    def __init__(self, path: str | os.PathLike, *, dim: int | None = None, dtype: str = "float32",
+    COPY_BLOCK = 65536
+
+    def __init__(self, path: str | os.PathLike, *, dim: int | None = None, dtype: str | None = None,
                  mode: str = "error", encoder: dict | None = None):
-        if dtype not in DTYPES:
+        if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        if mode not in ("error", "overwrite", "append"):
+            raise ValueError(f"mode must be 'error', 'overwrite' or 'append', got {mode!r}")
         self.dim = dim if dim is not None else (encoder or {}).get("dim")
         self.dtype, self.encoder = dtype, encoder
-        self._build = IndexBuild(path, artifact_type=TYPE, artifact_format=FORMAT, mode=mode)
+        self._base = DenseIndex(path) if mode == "append" and DenseIndex(path).exists() else None
+        if self._base is not None:
+            self._check_appendable(self._base)
+        self.dtype = self.dtype or "float32"
+        self._build = IndexBuild(path, artifact_type=TYPE, artifact_format=FORMAT,
+                                 mode="overwrite" if self._base is not None else ("error" if mode == "append" else mode))
         self._vecs = self._docnos = None
+
+    def _check_appendable(self, base: DenseIndex) -> None:
+        """Appended vectors must be comparable with the stored ones: same dim, dtype and encoder settings."""
+        m = base.manifest
+        if self.dim is not None and self.dim != m["dim"]:
+            raise ValueError(f"cannot append {self.dim}-dimensional vectors to {base.path}, which holds {m['dim']}-dimensional ones")
+        if self.dtype is not None and self.dtype != m["dtype"]:
+            raise ValueError(f"cannot append as {self.dtype} to {base.path}, which stores {m['dtype']}")
+        stored = m.get("encoder")
+        if (stored is None) != (self.encoder is None):
+            made, how = (("by an encoder", 'enc >> index.indexer(mode="append")') if stored else
+                         ("from vectors given directly", "records that carry doc_vec"))
+            raise ValueError(f"{base.path} was built {made}; append the same way ({how})")
+        diffs = encoder_differences(stored, self.encoder or {})
+        if diffs:
+            raise ValueError(f"cannot append to {base.path}: it was built with another encoder configuration "
+                             f"({'; '.join(diffs)})")
+        self.dim, self.dtype = m["dim"], m["dtype"]
 
     def __enter__(self) -> "DenseIndexWriter":
         self._build.__enter__()
-        self._docnos = DocnoWriter(self._build.tmp)
+        try:
+            self._docnos = DocnoWriter(self._build.tmp)
+            if self._base is not None:
+                self._copy_base()
+        except BaseException as e:
+            self.__exit__(type(e), e, e.__traceback__)
+            raise
         return self
+
+    def _copy_base(self) -> None:
+        self._vecs = self._build.array_writer(DTYPES[self.dtype], self.dtype, (self.dim,))
+        vectors, docnos = self._base.vectors, self._base.docnos
+        for start in range(0, len(vectors), self.COPY_BLOCK):
+            self._vecs.append(vectors[start:start + self.COPY_BLOCK])
+            self._docnos.append(docnos[start:start + self.COPY_BLOCK].tolist())
+        self._base_files = self._base.manifest["files"]
 
     def add(self, docnos: list, vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors)
@@ -172,6 +224,11 @@ class DenseIndexWriter:
         self._docnos.append(list(docnos))
         self._vecs.append(vectors)
 
+    def _check_base_unchanged(self) -> None:
+        if self._base is not None and DenseIndex(self._base.path).manifest["files"] != self._base_files:
+            raise RuntimeError(f"{self._base.path} changed while documents were being appended to it; "
+                               "append again (nothing was written)")
+
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
@@ -180,6 +237,7 @@ class DenseIndexWriter:
                 if self._vecs is None:
                     self._vecs = self._build.array_writer(DTYPES[self.dtype], self.dtype, (self.dim,))
                 self._docnos.finish()
+                self._check_base_unchanged()
                 self._build.publish({"count": self._vecs.rows, "dim": self.dim, "dtype": self.dtype,
                                      "encoder": self.encoder})
         finally:

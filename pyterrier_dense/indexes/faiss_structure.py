@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 
 import faiss
@@ -92,7 +93,7 @@ def cached_structure(dense_index, spec, *, train_size: int = 100_000, verbose: b
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)

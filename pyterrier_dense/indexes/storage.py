@@ -2,7 +2,7 @@
 
 An index is a directory whose ``pt_meta.json`` is both PyTerrier's artifact metadata (``type``, ``format``, so
 ``pt.Artifact.load(path)`` opens it) and our manifest (format version, counts, shapes, settings, per-file sizes and
-CRC32s). It is built in ``<path>.tmp-<pid>`` and renamed into place only once complete, so a crash or Ctrl-C at any
+CRC32s). It is built in ``<path>.tmp-<pid>-<token>`` and renamed into place only once complete, so a crash or Ctrl-C at any
 moment leaves either no index or the previous one, never a half-written directory that looks whole.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import shutil
+import uuid
 import zlib
 from pathlib import Path
 
@@ -89,7 +90,9 @@ class IndexBuild:
             raise ValueError(f"mode must be 'error' or 'overwrite', got {mode!r}")
         self.path = Path(path)
         self.artifact_type, self.artifact_format, self.mode = artifact_type, artifact_format, mode
-        self.tmp = self.path.parent / f"{self.path.name}.tmp-{os.getpid()}"
+        # pid (to recognise the leftovers of dead builds) + a token (two builds of one process never share it)
+        self._suffix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp = self.path.parent / f"{self.path.name}.tmp-{self._suffix}"
         self._writers: dict[str, ArrayWriter] = {}
         self.published = False
 
@@ -104,10 +107,12 @@ class IndexBuild:
         return self
 
     def _remove_stale_builds(self) -> None:
-        for leftover in self.path.parent.glob(f"{self.path.name}.tmp-*"):
-            pid = leftover.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                shutil.rmtree(leftover, ignore_errors=True)
+        """Remove what builds of dead processes left: temporary directories, and replaced indexes not yet removed."""
+        for kind in ("tmp", "old"):
+            for leftover in self.path.parent.glob(f"{self.path.name}.{kind}-*"):
+                pid = leftover.name.rsplit(f".{kind}-", 1)[-1].split("-")[0]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    shutil.rmtree(leftover, ignore_errors=True)
 
     def array_writer(self, name: str, dtype: str, row_shape: tuple[int, ...]) -> ArrayWriter:
         writer = ArrayWriter(self.tmp / name, dtype, row_shape)
@@ -138,7 +143,7 @@ class IndexBuild:
         if self.path.exists() and self.mode == "error":
             raise FileExistsError(f"{self.path} appeared while this index was being built; pass mode='overwrite' to replace it")
         if self.path.exists():
-            old = self.path.parent / f"{self.path.name}.old-{os.getpid()}"
+            old = self.path.parent / f"{self.path.name}.old-{self._suffix}"
             os.replace(self.path, old)
             os.replace(self.tmp, self.path)
             shutil.rmtree(old, ignore_errors=True)

@@ -9,7 +9,7 @@ import pyterrier as pt
 from .docnos import Docnos
 from .storage import load_manifest
 
-__all__ = ["VectorIndex", "ENCODER_KEYS", "size_report"]
+__all__ = ["VectorIndex", "ENCODER_KEYS", "encoder_differences", "size_report"]
 
 ENCODER_KEYS = ("fingerprint", "pooling", "normalize", "query_prefix", "doc_prefix", "max_length", "dim")
 
@@ -19,6 +19,15 @@ def size_report(nbytes: int, count: int, dim: int) -> dict:
     per_doc = nbytes / count if count else 0.0
     return {"bytes": nbytes, "bytes_per_doc": per_doc,
             "compression_vs_float32": (4 * dim / per_doc) if per_doc else float("nan")}
+
+
+def encoder_differences(stored: dict | None, settings: dict) -> list[str]:
+    """``"key: index X, encoder Y"`` for every vector-changing setting in which ``settings`` differ from ``stored``
+    (nothing when the index records no encoder, i.e. its vectors were given directly)."""
+    if not stored:
+        return []
+    return [f"{key}: index {stored.get(key)!r}, encoder {settings.get(key)!r}" for key in ENCODER_KEYS
+            if key in stored and stored.get(key) != settings.get(key)]
 
 
 class VectorIndex(pt.Artifact):
@@ -69,11 +78,7 @@ class VectorIndex(pt.Artifact):
         """Raise if an encoder with ``settings`` would not produce vectors comparable with this index's."""
         if settings["dim"] != self.dim:
             raise ValueError(f"the encoder gives {settings['dim']}-dimensional vectors, but {self.path} holds {self.dim}-dimensional ones")
-        stored = self.encoder_settings
-        if not stored:
-            return
-        diffs = [f"{key}: index {stored.get(key)!r}, encoder {settings.get(key)!r}" for key in ENCODER_KEYS
-                 if key in stored and stored.get(key) != settings.get(key)]
+        diffs = encoder_differences(self.encoder_settings, settings)
         if diffs:
             raise ValueError(f"{self.path} was built with another encoder configuration ({'; '.join(diffs)}); "
                              "rebuild the index or pass check_encoder=False")

@@ -16,10 +16,13 @@ class DenseIndexer(pt.Indexer):
     stored as they are (``index.indexer().index(records)``). Returns the finished :class:`DenseIndex`.
 
     Memory does not grow with the corpus: records are written in chunks as they arrive. The index appears at its
-    path only when complete; an error or Ctrl-C leaves no index (or the previous one with ``mode="overwrite"``).
+    path only when complete; an error or Ctrl-C leaves no index (or the previous one with ``mode="overwrite"`` or
+    ``"append"``). ``mode="append"`` adds documents to an existing index without re-encoding what it holds::
+
+        (enc >> index.indexer(mode="append")).index(new_docs)   # same result as indexing everything at once
     """
 
-    def __init__(self, index: DenseIndex, *, mode: str = "error", dtype: str = "float32", encoder=None):
+    def __init__(self, index: DenseIndex, *, mode: str = "error", dtype: str | None = None, encoder=None):
         self.index_ref, self.mode, self.dtype, self.encoder = index, mode, dtype, encoder
 
     def bind_encoder(self, encoder) -> "DenseIndexer":
