@@ -69,6 +69,7 @@ class Docnos:
         self._array = np.load(directory / FILE, mmap_mode="r")
         self._objects: np.ndarray | None = None
         self._index: pd.Index | None = None
+        self._pandas = None
 
     def __len__(self) -> int:
         return len(self._array)
@@ -81,6 +82,13 @@ class Docnos:
 
     def __getitem__(self, rows) -> np.ndarray:
         return self.objects[rows]
+
+    def take(self, rows: np.ndarray):
+        """The docnos at ``rows`` as a pandas array of pandas' own string dtype, ready for a result frame: taking
+        from an array converted once is ~3x faster than letting pandas re-check the strings of every frame."""
+        if self._pandas is None:
+            self._pandas = pd.Series(self.objects, copy=False).array
+        return self._pandas.take(rows)
 
     def rows_of(self, docnos) -> np.ndarray:
         if self._index is None:

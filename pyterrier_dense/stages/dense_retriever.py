@@ -82,8 +82,9 @@ def results_frame(queries: pd.DataFrame, keep: list[str], scores: np.ndarray, ro
     else:
         counts, flat, flat_scores = found.sum(1), rows[found], scores[found]
         rank = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
-    columns = {c: np.repeat(queries[c].to_numpy(), counts) for c in keep}
-    columns["docno"] = index.docnos[flat]
+    query_rows = np.repeat(np.arange(nq), counts)
+    columns = {c: queries[c].array.take(query_rows) for c in keep}   # keeps each column's dtype, no re-checks
+    columns["docno"] = index.docnos.take(flat)
     columns["docid"] = flat
     columns["score"] = flat_scores.astype(np.float64)
     columns["rank"] = rank
