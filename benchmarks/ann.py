@@ -132,6 +132,7 @@ def run_collection(args) -> dict:
         "PQ48x8": (48, False, dict(m=48, nbits=8)), "PQ96x4fs": (48, False, dict(m=96, nbits=4)),
         "OPQ48,PQ48x8": (48, True, dict(m=48, nbits=8, opq=True)),
         "OPQ96,PQ96x4fs": (48, True, dict(m=96, nbits=4, opq=True)),
+        "RQ96x4fs": (48, False, dict(m=96, nbits=4, quantizer="rq")),
     }
     results = {}
     for name, (retriever, size, config) in methods.items():

@@ -100,11 +100,18 @@ class IvfSpec:
         return f"IVF(nlist={self.nlist or 'auto'})"
 
 
+QUANTIZERS = ("pq", "rq")
+RQ_BEAM = 1   # greedy residual encoding: measured on SciFact, as accurate as a beam of 5 and 2.5x faster to train
+
+
 @dataclass(frozen=True)
 class PqSpec:
     """Product quantiser (Jégou et al. 2010): ``m`` sub-quantisers of ``nbits`` (8, or 4 = FAISS fast-scan SIMD
     look-ups), optional OPQ rotation (Ge et al. 2013) and IVF coarse quantiser (``nlist``); asymmetric distances.
 
+    ``quantizer="rq"`` uses a residual quantiser instead (``m`` full-dimension codebooks applied in turn to what
+    the previous ones left; an additive quantiser, searched by the same look-up tables): at the same code size it
+    keeps more of the exact top 100 (SciFact, 48 bytes: 0.87 against OPQ's 0.83), at a longer training.
     ``opq_iterations`` is OPQ's alternating optimisation (FAISS's default, 50); training time grows with it."""
     m: int = 48
     nbits: int = 8
@@ -113,6 +120,7 @@ class PqSpec:
     nprobe: int = 16
     seed: int = 0
     opq_iterations: int = 50
+    quantizer: str = "pq"
     kind: str = field(default="pq", init=False)
 
     def build_params(self) -> dict:
@@ -120,19 +128,28 @@ class PqSpec:
         if self.opq:
             params["opq_iterations"] = self.opq_iterations
             params["opq_trained_for_nbits"] = self.nbits
+        if self.quantizer != "pq":   # absent for PQ, so the cache keys of PQ structures stay what they were
+            params.update(quantizer=self.quantizer, rq_beam=RQ_BEAM)
         return params
 
     def factory(self, dim: int) -> str:
         parts = [f"OPQ{self.m}"] if self.opq else []
         if self.nlist:
             parts.append(f"IVF{self.nlist}")
-        parts.append(f"PQ{self.m}x{self.nbits}" + ("fs" if self.nbits == 4 else ""))
+        parts.append(f"{self.quantizer.upper()}{self.m}x{self.nbits}" + ("fs" if self.nbits == 4 else ""))
         return ",".join(parts)
 
     def validate(self, dim: int, count: int) -> None:
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if self.nbits not in (4, 8):
             raise ValueError(f"nbits must be 8 or 4 (fast-scan), got {self.nbits}")
-        if self.m < 1 or dim % self.m:
+        if self.quantizer == "rq":
+            if self.opq or self.nlist is not None:
+                raise ValueError("quantizer='rq' takes neither opq nor nlist; use quantizer='pq' for OPQ or IVF-PQ")
+            if self.m < 1:
+                raise ValueError(f"m must be >= 1, got {self.m}")
+        elif self.m < 1 or dim % self.m:
             raise ValueError(f"m={self.m} does not divide the vector dimension {dim}: choose a divisor of {dim}")
         if self.nlist is not None:
             _check_nlist(self.nlist, count)
@@ -149,6 +166,10 @@ class PqSpec:
         pq = getattr(inner, "pq", None)
         if pq is not None:
             pq.cp.seed = self.seed
+        rq = getattr(inner, "rq", None)
+        if rq is not None:
+            rq.cp.seed = self.seed
+            rq.max_beam_size = RQ_BEAM
         return index
 
     def train(self, index: faiss.Index, sample) -> None:
@@ -179,7 +200,7 @@ class PqSpec:
         return self.m * self.nbits / 8
 
     def __str__(self) -> str:
-        return f"PQ({self.factory(0)})"
+        return f"{self.quantizer.upper()}({self.factory(0)})"
 
 
 def as_dict(spec) -> dict:

@@ -110,19 +110,22 @@ class DenseIndex(VectorIndex):
 
     def pq_retriever(self, num_results: int = 1000, *, m: int = 48, nbits: int = 8, opq: bool = False,
                      nlist: int | None = None, nprobe: int = 16, rerank: int = 0, seed: int = 0,
-                     train_size: int = 100_000, opq_iterations: int = 50,
+                     train_size: int = 100_000, opq_iterations: int = 50, quantizer: str = "pq",
                      check_encoder: bool = True) -> pt.Transformer:
         """Product-quantised retrieval: ``m`` codes of ``nbits`` (8, or 4 for fast-scan) a document, optional OPQ
-        rotation and IVF coarse quantiser; ``rerank=n`` re-scores the top n exactly from the full vectors.
+        rotation and IVF coarse quantiser; ``rerank=n`` re-scores the top n exactly from the full vectors;
+        ``quantizer="rq"`` for a residual quantiser of ``m`` codebooks (see :class:`PqSpec`).
         For a compressed-only index that drops the full vectors, see :meth:`compress`."""
-        spec = PqSpec(m=m, nbits=nbits, opq=opq, nlist=nlist, nprobe=nprobe, seed=seed, opq_iterations=opq_iterations)
+        spec = PqSpec(m=m, nbits=nbits, opq=opq, nlist=nlist, nprobe=nprobe, seed=seed,
+                      opq_iterations=opq_iterations, quantizer=quantizer)
         return self._ann(spec, num_results, rerank=rerank, train_size=train_size, check_encoder=check_encoder)
 
     def compress(self, path: str | os.PathLike, *, m: int = 48, nbits: int = 8, opq: bool = False,
                  nlist: int | None = None, nprobe: int = 16, seed: int = 0, train_size: int = 100_000,
-                 opq_iterations: int = 50, mode: str = "error") -> "PQIndex":
+                 opq_iterations: int = 50, quantizer: str = "pq", mode: str = "error") -> "PQIndex":
         """Write a compressed-only :class:`PQIndex` of these vectors at ``path`` and return it."""
-        spec = PqSpec(m=m, nbits=nbits, opq=opq, nlist=nlist, nprobe=nprobe, seed=seed, opq_iterations=opq_iterations)
+        spec = PqSpec(m=m, nbits=nbits, opq=opq, nlist=nlist, nprobe=nprobe, seed=seed,
+                      opq_iterations=opq_iterations, quantizer=quantizer)
         return build_pq_index(self, path, spec, train_size=train_size, mode=mode)
 
     def _ann(self, spec, num_results: int, *, rerank: int = 0, train_size: int = 100_000,

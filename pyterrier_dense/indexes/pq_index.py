@@ -40,6 +40,10 @@ class PQIndex(VectorIndex):
     def _searched_bytes(self) -> int:
         return self.manifest["files"][STRUCTURE]["bytes"]
 
+    def size(self) -> dict:
+        """As :meth:`VectorIndex.size`, plus ``code_bytes_per_doc``: the codes alone, without the codebooks."""
+        return {**super().size(), "code_bytes_per_doc": self.spec.code_bytes()}
+
     def searcher(self, nprobe: int | None = None) -> AnnSearcher:
         spec = self.spec if nprobe is None else dataclasses.replace(self.spec, nprobe=nprobe)
         path = Path(self.path) / STRUCTURE
