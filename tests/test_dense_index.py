@@ -194,3 +194,10 @@ def test_append_detects_a_concurrent_change(tmp_path):
             w.add(["new"], random_vectors(1, 8))
             build(tmp_path / "x.dense", n=10, mode="overwrite")   # another process replaced it meanwhile
     assert ptd.DenseIndex(tmp_path / "x.dense").count == 10
+
+
+def test_a_build_killed_between_its_two_renames_is_named(tmp_path):
+    build(tmp_path / "x.dense")
+    os.replace(tmp_path / "x.dense", tmp_path / "x.dense.old-999999-abcd")   # what a kill after the first rename leaves
+    with pytest.raises(FileNotFoundError, match="x.dense.old-999999-abcd holds the previous index; rename it back"):
+        ptd.DenseIndex(tmp_path / "x.dense").count

@@ -163,8 +163,12 @@ def load_manifest(path: str | os.PathLike, artifact_type: str, artifact_format: 
     """Read and check an index's manifest; every problem is an error that names the path and what is wrong."""
     path = Path(path)
     if not path.exists():
-        leftovers = list(path.parent.glob(f"{path.name}.tmp-*")) if path.parent.exists() else []
-        hint = f" (an interrupted build left {leftovers[0].name}; build the index again)" if leftovers else ""
+        exists = path.parent.exists()
+        replaced = sorted(path.parent.glob(f"{path.name}.old-*")) if exists else []
+        leftovers = sorted(path.parent.glob(f"{path.name}.tmp-*")) if exists else []
+        hint = (f" (a build was killed while replacing it: {replaced[0].name} holds the previous index; rename it "
+                f"back to {path.name})" if replaced else
+                f" (an interrupted build left {leftovers[0].name}; build the index again)" if leftovers else "")
         raise FileNotFoundError(f"no index at {path}{hint}")
     if not path.is_dir():
         raise NotADirectoryError(f"{path} is a file, not an index directory")
