@@ -179,7 +179,20 @@ def test_small_and_empty_indexes(tmp_path):
     with DenseIndexWriter(tmp_path / "empty.dense", dim=8):
         pass
     empty = ptd.DenseIndex(tmp_path / "empty.dense")
-    assert len(empty.hnsw_retriever()(frame(clustered(2, 8)))) == 0
+    for retriever in (empty.hnsw_retriever(), empty.ivf_retriever(), empty.pq_retriever(m=4, nlist=2)):
+        assert len(retriever(frame(clustered(2, 8)))) == 0
+
+
+def test_too_few_training_vectors_is_a_clear_error(data, tmp_path):
+    with DenseIndexWriter(tmp_path / "small.dense", dim=8) as w:
+        w.add([f"s{i}" for i in range(100)], clustered(100, 8))
+    small = ptd.DenseIndex(tmp_path / "small.dense")
+    with pytest.raises(ValueError, match="needs at least 256 training vectors .* the index holds 100: use nbits=4"):
+        small.pq_retriever(m=4, nbits=8)                     # before any work: FAISS would fail inside k-means
+    assert len(small.pq_retriever(num_results=5, m=4, nbits=4)(frame(clustered(1, 8)))) == 5
+    index, _, queries = data
+    with pytest.raises(ValueError, match="needs at least 256 training vectors .* train_size=200 gives 200"):
+        index.pq_retriever(m=8, nbits=8, train_size=200)(frame(queries[:1]))
 
 
 def test_ann_retrievers_in_an_experiment(data):

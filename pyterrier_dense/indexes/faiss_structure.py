@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from .ann_specs import as_dict
+from .ann_specs import as_dict, check_training_points
 
 __all__ = ["build_structure", "cached_structure", "structure_file"]
 
@@ -47,6 +47,8 @@ def build_structure(vectors: np.ndarray, spec, *, train_size: int = 100_000, see
     started = time.time()
     if not index.is_trained:
         sample = training_sample(vectors, train_size, seed)
+        if hasattr(spec, "min_train_points"):
+            check_training_points(spec, len(sample), f"train_size={train_size} gives")
         needed = spec.train_points_needed(count)
         report.update(train_size=len(sample), train_points_needed=needed)
         if len(sample) < needed:
