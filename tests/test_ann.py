@@ -193,6 +193,8 @@ def test_too_few_training_vectors_is_a_clear_error(data, tmp_path):
     index, _, queries = data
     with pytest.raises(ValueError, match="needs at least 256 training vectors .* train_size=200 gives 200"):
         index.pq_retriever(m=8, nbits=8, train_size=200)(frame(queries[:1]))
+    with pytest.raises(ValueError, match="IVF\\(nlist=500\\) needs at least 500 .* train_size=300 gives 300: use a smaller nlist"):
+        index.ivf_retriever(nlist=500, train_size=300)(frame(queries[:1]))
 
 
 def test_ann_retrievers_in_an_experiment(data):

@@ -35,13 +35,12 @@ def _seed_clustering(cp, seed: int) -> None:
     cp.min_points_per_centroid = 1
 
 
-def check_training_points(spec, available: int, where: str) -> None:
+def check_training_points(spec, count: int, available: int, where: str) -> None:
     """k-means cannot make more centroids than it has points: fail with the numbers instead of inside FAISS."""
-    needed = spec.min_train_points()
+    needed = spec.min_train_points(count)
     if available and available < needed:
-        raise ValueError(f"{spec} needs at least {needed} training vectors (one per centroid: {2 ** spec.nbits} a "
-                         f"codebook, {spec.nlist or 0} lists), but {where} {available}: use nbits=4, fewer lists, "
-                         "or more documents")
+        raise ValueError(f"{spec} needs at least {needed} training vectors (one per centroid), but {where} "
+                         f"{available}: {spec.TRAINING_ADVICE}")
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,9 @@ class HnswSpec:
 
     def train(self, index: faiss.Index, sample) -> None:
         index.train(sample)
+
+    def min_train_points(self, count: int) -> int:
+        return 0
 
     def train_points_needed(self, count: int) -> int:
         return 0
@@ -105,6 +107,12 @@ class IvfSpec:
 
     def train(self, index: faiss.Index, sample) -> None:
         index.train(sample)
+
+    TRAINING_ADVICE = "use a smaller nlist or a larger train_size"
+
+    def min_train_points(self, count: int) -> int:
+        """The fewest training vectors FAISS accepts: one per list."""
+        return self.lists(count)
 
     def train_points_needed(self, count: int) -> int:
         return FAISS_MIN_POINTS_PER_CENTROID * self.lists(count)
@@ -171,7 +179,7 @@ class PqSpec:
             _check_nlist(self.nlist, count)
         if self.nprobe < 1:
             raise ValueError(f"nprobe must be >= 1, got {self.nprobe}")
-        check_training_points(self, count, "the index holds")
+        check_training_points(self, count, count, "the index holds")
 
     def create(self, dim: int, count: int) -> faiss.Index:
         index = faiss.index_factory(dim, self.factory(dim), faiss.METRIC_INNER_PRODUCT)
@@ -208,7 +216,9 @@ class PqSpec:
         finally:
             opq.pq = None
 
-    def min_train_points(self) -> int:
+    TRAINING_ADVICE = "use nbits=4, fewer lists, or more documents"
+
+    def min_train_points(self, count: int) -> int:
         """The fewest training vectors FAISS accepts: one per centroid of a codebook (and per IVF list)."""
         return max(2 ** self.nbits, self.nlist or 0)
 

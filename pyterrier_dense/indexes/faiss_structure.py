@@ -47,8 +47,7 @@ def build_structure(vectors: np.ndarray, spec, *, train_size: int = 100_000, see
     started = time.time()
     if not index.is_trained:
         sample = training_sample(vectors, train_size, seed)
-        if hasattr(spec, "min_train_points"):
-            check_training_points(spec, len(sample), f"train_size={train_size} gives")
+        check_training_points(spec, count, len(sample), f"train_size={train_size} gives")
         needed = spec.train_points_needed(count)
         report.update(train_size=len(sample), train_points_needed=needed)
         if len(sample) < needed:
