@@ -166,12 +166,15 @@ class DenseIndexWriter:
             raise ValueError(f"mode must be 'error', 'overwrite' or 'append', got {mode!r}")
         self.dim = dim if dim is not None else (encoder or {}).get("dim")
         self.dtype, self.encoder = dtype, encoder
-        self._base = DenseIndex(path) if mode == "append" and DenseIndex(path).exists() else None
+        existing = DenseIndex(path)
+        self._base = existing if mode == "append" and existing.exists() else None
         if self._base is not None:
             self._check_appendable(self._base)
+            mode = "overwrite"   # the new build, holding the old documents too, replaces the index
+        elif mode == "append":
+            mode = "error"       # nothing to append to: a new index, which must not appear meanwhile
         self.dtype = self.dtype or "float32"
-        self._build = IndexBuild(path, artifact_type=TYPE, artifact_format=FORMAT,
-                                 mode="overwrite" if self._base is not None else ("error" if mode == "append" else mode))
+        self._build = IndexBuild(path, artifact_type=TYPE, artifact_format=FORMAT, mode=mode)
         self._vecs = self._docnos = None
 
     def _check_appendable(self, base: DenseIndex) -> None:
@@ -203,11 +206,16 @@ class DenseIndexWriter:
             raise
         return self
 
+    def _vector_writer(self):
+        """The vectors file, opened on first use (the dimension may only be known from the first vectors)."""
+        if self._vecs is None:
+            self._vecs = self._build.array_writer(DTYPES[self.dtype], self.dtype, (self.dim,))
+        return self._vecs
+
     def _copy_base(self) -> None:
-        self._vecs = self._build.array_writer(DTYPES[self.dtype], self.dtype, (self.dim,))
         vectors, docnos = self._base.vectors, self._base.docnos
         for start in range(0, len(vectors), self.COPY_BLOCK):
-            self._vecs.append(vectors[start:start + self.COPY_BLOCK])
+            self._vector_writer().append(vectors[start:start + self.COPY_BLOCK])
             self._docnos.append(docnos[start:start + self.COPY_BLOCK].tolist())
         self._base_files = self._base.manifest["files"]
 
@@ -222,10 +230,8 @@ class DenseIndexWriter:
         bad = ~np.isfinite(vectors).all(axis=1)
         if bad.any():
             raise ValueError(f"document {docnos[int(np.argmax(bad))]!r} has a NaN or infinite value in its vector")
-        if self._vecs is None:
-            self._vecs = self._build.array_writer(DTYPES[self.dtype], self.dtype, (self.dim,))
         self._docnos.append(list(docnos))
-        self._vecs.append(vectors)
+        self._vector_writer().append(vectors)
 
     def _check_base_unchanged(self) -> None:
         if self._base is not None and DenseIndex(self._base.path).manifest["files"] != self._base_files:
@@ -237,11 +243,10 @@ class DenseIndexWriter:
             if exc_type is None:
                 if self.dim is None:
                     raise ValueError("no documents were given and no dim is known: pass dim= to index an empty collection")
-                if self._vecs is None:
-                    self._vecs = self._build.array_writer(DTYPES[self.dtype], self.dtype, (self.dim,))
+                rows = self._vector_writer().rows
                 self._docnos.finish()
                 self._check_base_unchanged()
-                self._build.publish({"count": self._vecs.rows, "dim": self.dim, "dtype": self.dtype,
+                self._build.publish({"count": rows, "dim": self.dim, "dtype": self.dtype,
                                      "encoder": self.encoder})
         finally:
             if self._docnos is not None:

@@ -159,17 +159,25 @@ class IndexBuild:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _leftover_hint(path: Path) -> str:
+    """What an interrupted build left beside a missing index, and what to do about it ('' if nothing)."""
+    if not path.parent.exists():
+        return ""
+    replaced = sorted(path.parent.glob(f"{path.name}.old-*"))
+    if replaced:
+        return (f" (a build was killed while replacing it: {replaced[0].name} holds the previous index; "
+                f"rename it back to {path.name})")
+    leftovers = sorted(path.parent.glob(f"{path.name}.tmp-*"))
+    if leftovers:
+        return f" (an interrupted build left {leftovers[0].name}; build the index again)"
+    return ""
+
+
 def load_manifest(path: str | os.PathLike, artifact_type: str, artifact_format: str) -> dict:
     """Read and check an index's manifest; every problem is an error that names the path and what is wrong."""
     path = Path(path)
     if not path.exists():
-        exists = path.parent.exists()
-        replaced = sorted(path.parent.glob(f"{path.name}.old-*")) if exists else []
-        leftovers = sorted(path.parent.glob(f"{path.name}.tmp-*")) if exists else []
-        hint = (f" (a build was killed while replacing it: {replaced[0].name} holds the previous index; rename it "
-                f"back to {path.name})" if replaced else
-                f" (an interrupted build left {leftovers[0].name}; build the index again)" if leftovers else "")
-        raise FileNotFoundError(f"no index at {path}{hint}")
+        raise FileNotFoundError(f"no index at {path}{_leftover_hint(path)}")
     if not path.is_dir():
         raise NotADirectoryError(f"{path} is a file, not an index directory")
     meta_path = path / META_FILE
