@@ -1,6 +1,18 @@
-"""Models: text to representations (torch + transformers). Nothing here knows index layouts."""
-from .batching import length_sorted_batches, pad_batch
-from .bi_encoder_model import BiEncoderModel
-from .precision import cpu_has_native_bf16, resolve_precision
+"""Models: text to representations (torch + transformers). Nothing here knows index layouts.
 
-__all__ = ["BiEncoderModel", "length_sorted_batches", "pad_batch", "cpu_has_native_bf16", "resolve_precision"]
+Submodules load torch; this package imports them lazily, so ``pyterrier_dense.models.default_model`` can be read
+by a process that never loads a model."""
+import importlib
+
+_LAZY = {"BiEncoderModel": ".bi_encoder_model", "length_sorted_batches": ".batching", "pad_batch": ".batching",
+         "cpu_has_native_bf16": ".precision", "resolve_precision": ".precision",
+         "DEFAULT_MODEL": ".default_model", "resolve_model": ".default_model"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)
