@@ -11,8 +11,8 @@ Example::
 __version__ = "0.1.0"
 
 from .collection import Collection
-from .indexes.dense_index import DenseIndex
-from .indexes.pq_index import PQIndex
+from .artifacts.dense_index import DenseIndex
+from .artifacts.pq_index import PQIndex
 from .stages.fusion import RRFusion, ScoreFusion
 from .stages.text_loader import TextLoader
 

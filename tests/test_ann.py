@@ -9,7 +9,10 @@ import pyterrier as pt
 import pytest
 
 import pyterrier_dense as ptd
+from pathlib import Path
+
 from pyterrier_dense.indexes import DenseIndexWriter, faiss_structure
+from pyterrier_dense.indexes.storage import open_reader
 
 
 def clustered(n, dim, seed=0, centres=20):
@@ -75,13 +78,13 @@ def test_residual_quantiser_keeps_more_neighbours_than_pq_at_the_same_code_size(
     assert at_4_bytes["rq"] > max(at_4_bytes["pq"], at_4_bytes["opq"]) + 0.1, at_4_bytes   # 0.39 vs 0.13 / 0.22
     a = index.compress(tmp_path / "a.rq", m=8, nbits=4, quantizer="rq", seed=2)
     b = index.compress(tmp_path / "b.rq", m=8, nbits=4, quantizer="rq", seed=2)
-    assert (tmp_path / "a.rq" / "pq.faiss").read_bytes() == (tmp_path / "b.rq" / "pq.faiss").read_bytes()
+    assert (gen(tmp_path / "a.rq") / "pq.faiss").read_bytes() == (gen(tmp_path / "b.rq") / "pq.faiss").read_bytes()
     assert a.spec.quantizer == "rq" and a.size()["code_bytes_per_doc"] == 4
     assert recall_at(a.retriever(num_results=10), vecs, queries, 10) >= 0.3
 
 
 def hnsw_files(index):
-    folder = index.path / "faiss"
+    folder = gen(index) / "faiss"
     return sorted(f for f in os.listdir(folder) if f.startswith("hnsw") and f.endswith(".faiss")) if folder.exists() else []
 
 
@@ -93,13 +96,25 @@ def test_search_parameters_change_without_rebuild_and_build_parameters_rebuild(d
     retriever(frame(queries[:1]))
     built = hnsw_files(index)
     assert len(built) == len(before) + 1
-    mtimes = [os.path.getmtime(index.path / "faiss" / f) for f in built]
+    mtimes = [os.path.getmtime(gen(index) / "faiss" / f) for f in built]
     index.hnsw_retriever(num_results=5, m=8, ef_search=200)(frame(queries[:1]))
     assert hnsw_files(index) == built
-    assert [os.path.getmtime(index.path / "faiss" / f) for f in built] == mtimes
+    assert [os.path.getmtime(gen(index) / "faiss" / f) for f in built] == mtimes
     index.hnsw_retriever(num_results=5, m=12)(frame(queries[:1]))
     assert len(hnsw_files(index)) == len(built) + 1
-    assert not [f for f in os.listdir(index.path / "faiss") if ".tmp-" in f]
+    assert not [f for f in os.listdir(gen(index) / "faiss") if ".tmp-" in f]
+
+
+def gen(index_or_path):
+    """The directory of an index's current generation (where its files and cached structures are)."""
+    path = getattr(index_or_path, "path", index_or_path)
+    return open_reader(path, *reader_kind(path)).directory
+
+
+def reader_kind(path):
+    import json
+    meta = json.loads((Path(path) / "pt_meta.json").read_text())
+    return meta["type"], meta["format"]
 
 
 def test_rebuilt_when_the_vectors_change(tmp_path):
@@ -124,15 +139,15 @@ def test_read_only_index_without_the_structure_is_a_clear_error(data, monkeypatc
 def test_compressed_only_index_sizes_from_disk_and_determinism(data, tmp_path):
     index, vecs, queries = data
     pq = index.compress(tmp_path / "a.pq", m=8, nbits=8, seed=3)
-    assert not (tmp_path / "a.pq" / "vecs.f4").exists()
-    on_disk = os.path.getsize(tmp_path / "a.pq" / "pq.faiss")
+    assert not (gen(tmp_path / "a.pq") / "vecs.f4").exists()
+    on_disk = os.path.getsize(gen(tmp_path / "a.pq") / "pq.faiss")
     size = pq.size()
     assert size["bytes_per_doc"] == pytest.approx(on_disk / 3000)
     assert size["compression_vs_float32"] == pytest.approx(128 / (on_disk / 3000))
     assert 8 <= size["bytes_per_doc"] < 8 + 40  # 8 one-byte codes + the codebooks spread over 3,000 documents
     assert index.size()["compression_vs_float32"] == 1.0
     again = index.compress(tmp_path / "b.pq", m=8, nbits=8, seed=3)
-    assert (tmp_path / "a.pq" / "pq.faiss").read_bytes() == (tmp_path / "b.pq" / "pq.faiss").read_bytes()
+    assert (gen(tmp_path / "a.pq") / "pq.faiss").read_bytes() == (gen(tmp_path / "b.pq") / "pq.faiss").read_bytes()
     r1, r2 = pq.retriever(num_results=10)(frame(queries)), again.retriever(num_results=10)(frame(queries))
     assert r1["docno"].tolist() == r2["docno"].tolist()
     assert recall_at(pq.retriever(num_results=10), vecs, queries, 10) >= 0.5
@@ -140,7 +155,7 @@ def test_compressed_only_index_sizes_from_disk_and_determinism(data, tmp_path):
     assert isinstance(loaded, ptd.PQIndex) and loaded.count == 3000
     with pytest.raises(ValueError, match="rerank needs the full vectors"):
         from pyterrier_dense.indexes.ann_search import AnnSearcher
-        AnnSearcher(pq.spec, lambda: None, pq, rerank=10)
+        AnnSearcher(pq.spec, lambda snap: None, rerank=10, has_vectors=False, name=repr(pq))
 
 
 def test_undertrained_quantiser_is_reported(data, caplog):
@@ -149,7 +164,7 @@ def test_undertrained_quantiser_is_reported(data, caplog):
         retriever = index.pq_retriever(num_results=5, m=4, nbits=8, train_size=1000)
         retriever(frame(queries[:1]))
     assert "on 1000 vectors; FAISS wants at least 9984" in caplog.text
-    assert retriever.searcher.report["undertrained"] is True
+    assert retriever.searcher.build_report(index.snapshot())["undertrained"] is True
 
 
 @pytest.mark.parametrize("call,message", [
@@ -163,10 +178,10 @@ def test_undertrained_quantiser_is_reported(data, caplog):
 ])
 def test_bad_parameters_fail_before_any_work(data, call, message):
     index = data[0]
-    before = sorted(os.listdir(index.path / "faiss")) if (index.path / "faiss").exists() else []
+    before = sorted(os.listdir(gen(index) / "faiss")) if (gen(index) / "faiss").exists() else []
     with pytest.raises(ValueError, match=message):
         call(index)
-    after = sorted(os.listdir(index.path / "faiss")) if (index.path / "faiss").exists() else []
+    after = sorted(os.listdir(gen(index) / "faiss")) if (gen(index) / "faiss").exists() else []
     assert after == before
 
 
@@ -212,6 +227,6 @@ def test_opq_rotation_is_trained_for_the_code_size_and_deterministic(data, tmp_p
     index, vecs, queries = data
     a = index.compress(tmp_path / "a.pq", m=8, nbits=4, opq=True, seed=5)
     b = index.compress(tmp_path / "b.pq", m=8, nbits=4, opq=True, seed=5)
-    assert (tmp_path / "a.pq" / "pq.faiss").read_bytes() == (tmp_path / "b.pq" / "pq.faiss").read_bytes()
+    assert (gen(tmp_path / "a.pq") / "pq.faiss").read_bytes() == (gen(tmp_path / "b.pq") / "pq.faiss").read_bytes()
     assert a.spec.build_params()["opq_trained_for_nbits"] == 4
     assert recall_at(a.retriever(num_results=10), vecs, queries, 10) >= 0.15  # 4 bytes a vector; random: 0.003

@@ -1,7 +1,9 @@
 """collection: the shared layout, BEIR directories and zips, splits, text lookup, and bad paths."""
+import collections
 import json
 import zipfile
 
+import pyterrier as pt
 import pytest
 
 import pyterrier_dense as ptd
@@ -58,3 +60,114 @@ def test_bad_paths_give_one_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="has no corpus.jsonl"):
         ptd.Collection(tmp_path / "empty")
+
+
+# ---- irds: a fake dataset, no network -------------------------------------------------------------------------
+FakeDoc = collections.namedtuple("FakeDoc", "doc_id title text")
+IRDS_DOCS = [FakeDoc("d1", "Gene study", "about genes"), FakeDoc("d2", "", "light waves"), FakeDoc("d3", None, "heat")]
+
+
+class FakeIrds:
+    """What Collection uses of pt.get_dataset("irds:..."): get_corpus_iter() and irds_ref().docs_store()."""
+
+    def get_corpus_iter(self):
+        return iter([{"docno": d.doc_id, "title": d.title, "text": d.text} for d in IRDS_DOCS])
+
+    def irds_ref(self):
+        return self
+
+    def docs_store(self):
+        return self
+
+    def docs_count(self):
+        return len(IRDS_DOCS)
+
+    def get_many_iter(self, doc_ids):   # like ir_datasets: file order, unknown ids silently dropped
+        wanted = set(doc_ids)
+        return (d for d in IRDS_DOCS if d.doc_id in wanted)
+
+
+@pytest.fixture
+def irds_collection(monkeypatch):
+    monkeypatch.setattr(pt, "get_dataset", lambda name: FakeIrds())
+    return ptd.Collection("irds:fake/test")
+
+
+def test_irds_texts_follow_the_request_order(irds_collection):
+    assert irds_collection.texts(["d3", "d1", "d3"]) == ["heat", "Gene study about genes", "heat"]
+
+
+def test_irds_unknown_docno_is_named(irds_collection):
+    with pytest.raises(KeyError, match="'nope' is not in the collection irds:fake/test"):
+        irds_collection.texts(["d1", "nope"])
+
+
+def test_irds_corpus_iter_joins_titles_like_texts(irds_collection):
+    docs = list(irds_collection.corpus_iter())
+    assert docs == [{"docno": "d1", "text": "Gene study about genes"}, {"docno": "d2", "text": "light waves"},
+                    {"docno": "d3", "text": "heat"}]
+    assert irds_collection.texts([d["docno"] for d in docs]) == [d["text"] for d in docs]
+
+
+# ---- num_docs -------------------------------------------------------------------------------------------------
+def test_num_docs(tmp_path, irds_collection):
+    c = ptd.Collection(write_beir(tmp_path / "tiny"))
+    assert c.num_docs() == 2
+    with open(tmp_path / "tiny" / "corpus.jsonl", "a") as f:   # counted once, then cached
+        f.write(json.dumps({"_id": "d3", "text": "more"}) + "\n")
+    assert c.num_docs() == 2 and ptd.Collection(tmp_path / "tiny").num_docs() == 3
+    assert irds_collection.num_docs() == 3
+
+
+# ---- malformed lines name the file, the line and the field ------------------------------------------------------
+def write_local(root, corpus, queries=("{\"qid\": \"1\", \"query\": \"q\"}",), qrels=("1 0 a 1",)):
+    root.mkdir()
+    (root / "corpus.jsonl").write_text("\n".join(corpus) + "\n")
+    (root / "queries.jsonl").write_text("\n".join(queries) + "\n")
+    (root / "qrels.txt").write_text("\n".join(qrels) + "\n")
+    return root
+
+
+GOOD_DOC = json.dumps({"docno": "a", "text": "x"})
+
+
+def test_corpus_line_without_id(tmp_path):
+    local = ptd.Collection(write_local(tmp_path / "local", [GOOD_DOC, json.dumps({"text": "no id"})]))
+    with pytest.raises(ValueError, match=r"local/corpus.jsonl line 2 has no 'docno'"):
+        list(local.corpus_iter())
+    beir = write_beir(tmp_path / "beir")
+    with open(beir / "corpus.jsonl", "a") as f:
+        f.write(json.dumps({"docno": "d3", "text": "local-style id"}) + "\n")
+    with pytest.raises(ValueError, match=r"beir/corpus.jsonl line 3 has no '_id'"):
+        list(ptd.Collection(beir).corpus_iter())
+
+
+@pytest.mark.parametrize("line,field", [('{"query": "no id"}', "qid"), ('{"qid": "2"}', "query")])
+def test_queries_line_without_a_field(tmp_path, line, field):
+    c = ptd.Collection(write_local(tmp_path / "local", [GOOD_DOC], queries=['{"qid": "1", "query": "q"}', line]))
+    with pytest.raises(ValueError, match=rf"local/queries.jsonl line 2 has no '{field}'"):
+        c.topics()
+
+
+def test_beir_queries_line_without_text(tmp_path):
+    beir = write_beir(tmp_path / "beir")
+    with open(beir / "queries.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "q3"}) + "\n")
+    with pytest.raises(ValueError, match=r"beir/queries.jsonl line 3 has no 'text'"):
+        ptd.Collection(beir).topics()
+
+
+@pytest.mark.parametrize("line", ["1 0 b", "1 0 b yes"])
+def test_malformed_trec_qrels_line(tmp_path, line):
+    c = ptd.Collection(write_local(tmp_path / "local", [GOOD_DOC], qrels=["1 0 a 1", line]))
+    with pytest.raises(ValueError, match=r"local/qrels.txt line 2 .*qid 0 docno label"):
+        c.qrels()
+
+
+@pytest.mark.parametrize("line", ["q1\td2", "q1\td2\tyes"])
+def test_malformed_beir_qrels_line(tmp_path, line):
+    beir = write_beir(tmp_path / "beir")
+    with open(beir / "qrels" / "test.tsv", "a") as f:
+        f.write(line + "\n")
+    with pytest.raises(ValueError, match=r"beir/qrels/test.tsv line 3 .*query-id, corpus-id, score"):
+        ptd.Collection(beir).qrels()

@@ -7,8 +7,13 @@ import pyterrier as pt
 import pytest
 
 import pyterrier_dense as ptd
-from pyterrier_dense.indexes import CorruptIndexError, DenseIndexWriter
+from pyterrier_dense.indexes import CorruptIndexError, DenseIndexWriter, IndexLockedError
 from conftest import random_vectors
+
+
+def generation(path):
+    """The directory of the index's current generation."""
+    return ptd.DenseIndex(path).snapshot().reader.directory
 
 
 def build(path, n=20, dim=8, seed=0, **kw):
@@ -26,7 +31,7 @@ def test_round_trip_manifest_and_artifact_load(tmp_path):
     assert index.docnos[[0, 19]].tolist() == ["doc0", "doc19"]
     assert index.docnos.rows_of(["doc5", "nope"]).tolist() == [5, -1]
     meta = json.loads((tmp_path / "x.dense" / "pt_meta.json").read_text())
-    assert (meta["type"], meta["format"], meta["format_version"]) == ("dense_index", "pyterrier_dense", 1)
+    assert (meta["type"], meta["format"], meta["format_version"]) == ("dense_index", "pyterrier_dense", 2)
     assert meta["files"]["vecs.f4"]["bytes"] == 20 * 8 * 4
     loaded = pt.Artifact.load(str(tmp_path / "x.dense"))
     assert isinstance(loaded, ptd.DenseIndex) and loaded.count == 20
@@ -36,7 +41,7 @@ def test_round_trip_manifest_and_artifact_load(tmp_path):
 
 def test_float16_storage_halves_the_bytes(tmp_path):
     index, vecs = build(tmp_path / "h.dense", dtype="float16")
-    assert os.path.getsize(tmp_path / "h.dense" / "vecs.f2") == 20 * 8 * 2
+    assert os.path.getsize(generation(tmp_path / "h.dense") / "vecs.f2") == 20 * 8 * 2
     np.testing.assert_allclose(index.vectors.astype(np.float32), vecs, atol=2e-3)
 
 
@@ -95,11 +100,13 @@ def test_missing_and_corrupt_indexes_give_clear_errors(tmp_path):
     with pytest.raises(CorruptIndexError, match="has no pt_meta.json"):
         ptd.DenseIndex(tmp_path / "empty").count
     build(tmp_path / "x.dense")
-    vec_file = tmp_path / "x.dense" / "vecs.f4"
+    vec_file = generation(tmp_path / "x.dense") / "vecs.f4"
     data = vec_file.read_bytes()
     vec_file.write_bytes(data[:-4])
     with pytest.raises(CorruptIndexError, match="vecs.f4 is 636 bytes but the manifest says 640"):
         ptd.DenseIndex(tmp_path / "x.dense").count
+    import pyterrier_dense.indexes.storage as storage
+    storage._READERS.clear()
     vec_file.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     index = ptd.DenseIndex(tmp_path / "x.dense")
     assert index.count == 20  # sizes agree ...
@@ -114,7 +121,7 @@ def test_missing_and_corrupt_indexes_give_clear_errors(tmp_path):
 
 
 def test_empty_index_needs_a_dim_and_searches_to_nothing(tmp_path):
-    with pytest.raises(ValueError, match="pass dim="):
+    with pytest.raises(ValueError, match="pass dim= \\(index.indexer\\(dim=384\\)\\)"):
         with DenseIndexWriter(tmp_path / "none.dense"):
             pass
     with DenseIndexWriter(tmp_path / "e.dense", dim=4):
@@ -153,11 +160,13 @@ def test_append_keeps_float16_and_refuses_another_dtype_or_dim(tmp_path):
     with DenseIndexWriter(tmp_path / "h.dense", mode="append") as w:
         w.add(["new"], vecs[:1])
     assert ptd.DenseIndex(tmp_path / "h.dense").manifest["dtype"] == "float16"
-    assert os.path.getsize(tmp_path / "h.dense" / "vecs.f2") == 5 * 8 * 2
+    assert os.path.getsize(generation(tmp_path / "h.dense") / "vecs.f2") == 5 * 8 * 2
     with pytest.raises(ValueError, match="cannot append as float32 to .* which stores float16"):
-        DenseIndexWriter(tmp_path / "h.dense", mode="append", dtype="float32")
+        with DenseIndexWriter(tmp_path / "h.dense", mode="append", dtype="float32"):
+            pass
     with pytest.raises(ValueError, match="cannot append 4-dimensional vectors .* holds 8-dimensional"):
-        DenseIndexWriter(tmp_path / "h.dense", mode="append", dim=4)
+        with DenseIndexWriter(tmp_path / "h.dense", mode="append", dim=4):
+            pass
     with pytest.raises(ValueError, match="4-dimensional vector; this index holds 8"):
         with DenseIndexWriter(tmp_path / "h.dense", mode="append") as w:
             w.add(["x"], random_vectors(1, 4))
@@ -166,38 +175,127 @@ def test_append_keeps_float16_and_refuses_another_dtype_or_dim(tmp_path):
 
 def test_append_of_a_stored_docno_fails_and_keeps_the_index(tmp_path):
     build(tmp_path / "x.dense", n=6)
-    before = {f: (tmp_path / "x.dense" / f).read_bytes() for f in os.listdir(tmp_path / "x.dense")}
+    def files():
+        return {str(f): f.read_bytes() for f in sorted((tmp_path / "x.dense").rglob("*")) if f.is_file()}
+    before = files()
     with pytest.raises(ValueError, match="duplicate docno 'doc3'"):
         with DenseIndexWriter(tmp_path / "x.dense", mode="append") as w:
             w.add(["new1", "doc3"], random_vectors(2, 8))
-    after = {f: (tmp_path / "x.dense" / f).read_bytes() for f in os.listdir(tmp_path / "x.dense")}
-    assert after == before and os.listdir(tmp_path) == ["x.dense"]
+    assert files() == before and os.listdir(tmp_path) == ["x.dense"]
 
 
 def test_append_refuses_to_mix_encoded_and_given_vectors(tmp_path):
     build(tmp_path / "raw.dense", n=4)
     settings = {"dim": 8, "fingerprint": "abc", "pooling": "mean"}
     with pytest.raises(ValueError, match="built from vectors given directly; append the same way"):
-        DenseIndexWriter(tmp_path / "raw.dense", mode="append", encoder=settings)
+        with DenseIndexWriter(tmp_path / "raw.dense", mode="append", encoder=settings):
+            pass
     with DenseIndexWriter(tmp_path / "enc.dense", encoder=settings) as w:
         w.add(["a"], random_vectors(1, 8))
     with pytest.raises(ValueError, match="built by an encoder; append the same way"):
-        DenseIndexWriter(tmp_path / "enc.dense", mode="append")
+        with DenseIndexWriter(tmp_path / "enc.dense", mode="append", encoder=None) as w:
+            w.set_encoder(None)
     with pytest.raises(ValueError, match="another encoder configuration \\(pooling: index 'mean', encoder 'cls'\\)"):
-        DenseIndexWriter(tmp_path / "enc.dense", mode="append", encoder={**settings, "pooling": "cls"})
+        with DenseIndexWriter(tmp_path / "enc.dense", mode="append", encoder={**settings, "pooling": "cls"}):
+            pass
 
 
-def test_append_detects_a_concurrent_change(tmp_path):
+def test_a_nested_build_of_the_same_index_fails_instead_of_waiting_for_itself(tmp_path):
     build(tmp_path / "x.dense", n=6)
-    with pytest.raises(RuntimeError, match="changed while documents were being appended"):
+    with pytest.raises(IndexLockedError, match="already being written by this process"):
         with DenseIndexWriter(tmp_path / "x.dense", mode="append") as w:
             w.add(["new"], random_vectors(1, 8))
-            build(tmp_path / "x.dense", n=10, mode="overwrite")   # another process replaced it meanwhile
-    assert ptd.DenseIndex(tmp_path / "x.dense").count == 10
+            build(tmp_path / "x.dense", n=10, mode="overwrite")
+    assert ptd.DenseIndex(tmp_path / "x.dense").count == 6
 
 
-def test_a_build_killed_between_its_two_renames_is_named(tmp_path):
-    build(tmp_path / "x.dense")
-    os.replace(tmp_path / "x.dense", tmp_path / "x.dense.old-999999-abcd")   # what a kill after the first rename leaves
-    with pytest.raises(FileNotFoundError, match="x.dense.old-999999-abcd holds the previous index; rename it back"):
+@pytest.mark.parametrize("docno", ["a\x0bb", "a\x0cb", "a\x1cb", "a\x85b", "a\u2028b", "a\u2029b", "a\nb", "a\x00",
+                                   "x" * 5000, "\U0001f600"])
+def test_any_docno_is_stored_exactly_and_keeps_its_row(tmp_path, docno):
+    """Line-splitting characters, trailing NULs and long docnos once shifted or changed stored docnos."""
+    docnos = ["first", docno, "a", "last"]
+    vecs = random_vectors(4, 8)
+    with DenseIndexWriter(tmp_path / "x.dense", dim=8) as w:
+        w.add(docnos, vecs)
+    index = ptd.DenseIndex(tmp_path / "x.dense")
+    assert index.docnos[np.arange(4)].tolist() == docnos
+    assert index.docnos.rows_of(docnos).tolist() == [0, 1, 2, 3]
+    np.testing.assert_array_equal(index.vectors[index.docnos.rows_of(["last"])[0]], vecs[3])
+    # one long docno costs its own bytes, not every row's
+    assert index.manifest["files"]["docnos.bin"]["bytes"] == sum(len(d.encode("utf-8")) for d in docnos)
+
+
+def test_docno_count_must_equal_vector_count_at_open(tmp_path):
+    build(tmp_path / "x.dense", n=6)
+    meta_path = tmp_path / "x.dense" / "pt_meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["count"] = 5
+    meta["files"]["vecs.f4"]["bytes"] = 5 * 8 * 4
+    (generation(tmp_path / "x.dense") / "vecs.f4").write_bytes(b"\0" * 5 * 8 * 4)
+    import pyterrier_dense.indexes.storage as storage
+    storage._READERS.clear()
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CorruptIndexError, match="do not hold 5 docnos, one per vector"):
         ptd.DenseIndex(tmp_path / "x.dense").count
+
+
+def test_an_index_object_follows_appends_and_overwrites(tmp_path):
+    index, _ = build(tmp_path / "x.dense", n=6)
+    assert index.count == 6 and index.docnos[np.arange(6)].tolist()[-1] == "doc5"
+    with DenseIndexWriter(tmp_path / "x.dense", mode="append") as w:
+        w.add(["new"], random_vectors(1, 8, seed=3))
+    assert index.count == 7 and index.docnos[np.arange(7)].tolist()[-1] == "new"
+    np.testing.assert_array_equal(index.vectors[6], random_vectors(1, 8, seed=3)[0])
+    build(tmp_path / "x.dense", n=4, seed=9, mode="overwrite")
+    assert index.count == 4 and len(index.docnos) == 4 and index.vectors.shape == (4, 8)
+    np.testing.assert_array_equal(index.vectors, random_vectors(4, 8, seed=9))
+
+
+def test_a_snapshot_keeps_its_generation_while_the_index_moves_on(tmp_path):
+    index, vecs = build(tmp_path / "x.dense", n=6)
+    snap = index.snapshot()
+    build(tmp_path / "x.dense", n=4, seed=9, mode="overwrite")
+    build(tmp_path / "x.dense", n=3, seed=7, mode="overwrite")   # its sweep must not remove the pinned generation
+    np.testing.assert_array_equal(snap.vectors, vecs)
+    assert snap.docnos[np.arange(6)].tolist() == [f"doc{i}" for i in range(6)]
+    snap.verify()
+    assert index.count == 3
+    pinned = snap.reader.directory
+    del snap
+    index._snap = None
+    import gc
+    gc.collect()
+    build(tmp_path / "x.dense", n=2, mode="overwrite")   # nothing pins the old generations now: removed
+    assert not pinned.exists()
+    assert len([p for p in os.listdir(tmp_path / "x.dense") if p.startswith("g")]) <= 2
+
+
+def test_values_that_overflow_the_stored_dtype_name_the_docno(tmp_path):
+    vecs = np.ones((2, 4))
+    vecs[1, 0] = 1e39   # finite in float64, inf in float32
+    with pytest.raises(ValueError, match="document 'b' has a value too large for float32"):
+        with DenseIndexWriter(tmp_path / "x.dense", dim=4) as w:
+            w.add(["a", "b"], vecs)
+    vecs[1, 0] = 1e5    # finite in float32, inf in float16
+    with pytest.raises(ValueError, match="document 'b' has a value too large for float16"):
+        with DenseIndexWriter(tmp_path / "y.dense", dim=4, dtype="float16") as w:
+            w.add(["a", "b"], vecs)
+    assert os.listdir(tmp_path) == []
+
+
+def test_zero_dimensional_vectors_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="vectors need at least one dimension"):
+        with DenseIndexWriter(tmp_path / "x.dense") as w:
+            w.add(["a"], np.empty((1, 0), np.float32))
+    with pytest.raises(ValueError, match="dim must be an int >= 1"):
+        DenseIndexWriter(tmp_path / "x.dense", dim=0)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_directory_that_is_not_an_index_is_never_written_into(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="is a directory that is not an index"):
+        with DenseIndexWriter(tmp_path / "mine", dim=4, mode="overwrite") as w:
+            w.add(["a"], random_vectors(1, 4))
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]

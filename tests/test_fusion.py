@@ -1,4 +1,7 @@
 """stages/fusion: score interpolation and reciprocal-rank fusion against hand-computed values."""
+import re
+import warnings
+
 import pandas as pd
 import pyterrier as pt
 import pytest
@@ -64,3 +67,106 @@ def test_fusion_works_in_an_experiment():
     res = pt.Experiment([SPARSE, DENSE, ptd.ScoreFusion(SPARSE, DENSE)], TOPICS, qrels, [pt.measures.RR],
                         names=["sparse", "dense", "hybrid"])
     assert res.set_index("name")["RR"].to_dict() == pytest.approx({"sparse": 0.25, "dense": 1.0, "hybrid": 1.0})
+
+
+# ---- output columns ---------------------------------------------------------------------------------------------
+def with_docid(rows):
+    frame = pd.DataFrame(rows, columns=["qid", "docno", "score"])
+    return pt.Transformer.from_df(frame.assign(docid=frame["docno"].map({"x": 0, "y": 1, "z": 2, "w": 3})), uniform=True)
+
+
+@pytest.mark.parametrize("fusion", [ptd.ScoreFusion, ptd.RRFusion])
+def test_only_query_columns_are_carried(fusion):
+    # a first-stage result frame as input (docid of its first row must not spread), with an extra query column
+    first = pd.DataFrame({"qid": ["1", "1", "2"], "query": ["a", "a", "b"], "query_0": ["A", "A", "B"],
+                          "docno": ["z", "x", "x"], "docid": [2, 0, 0], "score": [3.0, 2.0, 1.0], "rank": [0, 1, 0]})
+    stages = (with_docid([("1", "x", 10.0), ("1", "y", 6.0), ("2", "x", 5.0)]),
+              with_docid([("1", "y", 0.9), ("1", "w", 0.5), ("2", "w", 0.3)]))
+    out = fusion(*stages)(first)
+    assert list(out.columns) == ["qid", "query", "query_0", "docno", "score", "rank"]
+    assert out.set_index("docno").loc["w", "query_0"].tolist() == ["A", "B"]
+    assert fusion(*stages).transform_outputs(list(first.columns)) == list(out.columns)
+    # a query frame keeps all its columns
+    topics = TOPICS.assign(lang=["en", "de"])
+    assert list(fusion(SPARSE, DENSE)(topics).columns) == ["qid", "query", "lang", "docno", "score", "rank"]
+
+
+# ---- construction-time validation --------------------------------------------------------------------------------
+@pytest.mark.parametrize("fusion", [ptd.ScoreFusion, ptd.RRFusion])
+def test_a_stage_that_is_not_a_transformer_is_refused(fusion):
+    with pytest.raises(TypeError, match=r"stage 1 must be a pt.Transformer, got str \('bm25'\)"):
+        fusion(SPARSE, "bm25")
+
+
+@pytest.mark.parametrize("weights", [[1.0, float("nan")], [float("inf"), 1.0], [1.0, "0.5"], [True, 1.0]])
+def test_weights_must_be_finite_numbers(weights):
+    with pytest.raises(ValueError, match=r"weights must be finite numbers, got"):
+        ptd.ScoreFusion(SPARSE, DENSE, weights=weights)
+
+
+@pytest.mark.parametrize("k", [0, -1, float("nan"), float("inf"), "60", None, True])
+def test_rrf_k_must_be_finite_and_positive(k):
+    with pytest.raises(ValueError, match=rf"k must be a finite number > 0, got {k!r}"):
+        ptd.RRFusion(SPARSE, DENSE, k=k)
+
+
+@pytest.mark.parametrize("fusion", [ptd.ScoreFusion, ptd.RRFusion])
+@pytest.mark.parametrize("n", [0, -3, 2.5, None, "5", True, False])
+def test_num_results_must_be_an_int_of_at_least_one(fusion, n):
+    with pytest.raises(ValueError, match=rf"num_results must be an int >= 1, got {n!r}"):
+        fusion(SPARSE, DENSE, num_results=n)
+
+
+# ---- non-finite and empty stage outputs --------------------------------------------------------------------------
+@pytest.mark.parametrize("fusion", [ptd.ScoreFusion, ptd.RRFusion])
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_scores_are_an_error_naming_stage_qid_and_docno(fusion, bad):
+    odd = run([("1", "y", 0.9), ("1", "w", bad), ("2", "w", 0.3)])
+    with pytest.raises(ValueError, match=rf"stage 1 \({re.escape(repr(odd))}\) gave score {bad} for qid '1', docno 'w'"):
+        fusion(SPARSE, odd)(TOPICS)
+
+
+class Empty(pt.Transformer):
+    """A retriever that finds nothing: an empty frame whose score column is object dtype."""
+
+    def transform(self, inp):
+        return pd.DataFrame(columns=["qid", "query", "docno", "score", "rank"])
+
+
+@pytest.mark.parametrize("fusion", [ptd.ScoreFusion, ptd.RRFusion])
+def test_an_empty_run_fuses(fusion):
+    out = fusion(SPARSE, Empty(), weights=[2, 1])(TOPICS)
+    assert out[["qid", "docno", "rank"]].values.tolist() == [["1", "x", 0], ["1", "y", 1], ["1", "z", 2], ["2", "x", 0]]
+    none = fusion(Empty(), Empty())(TOPICS)
+    assert len(none) == 0 and list(none.columns) == ["qid", "query", "docno", "score", "rank"]
+
+
+# ---- equality, for shared pipeline prefixes ----------------------------------------------------------------------
+def test_equal_fusions_are_equal_and_hash_alike():
+    assert ptd.ScoreFusion(SPARSE, DENSE, weights=[1, 2]) == ptd.ScoreFusion(SPARSE, DENSE, weights=[1.0, 2.0])
+    assert hash(ptd.RRFusion(SPARSE, DENSE, k=60)) == hash(ptd.RRFusion(SPARSE, DENSE, k=60.0))
+    base = ptd.ScoreFusion(SPARSE, DENSE)
+    for other in [ptd.ScoreFusion(DENSE, SPARSE), ptd.ScoreFusion(SPARSE, DENSE, weights=[1, 2]),
+                  ptd.ScoreFusion(SPARSE, DENSE, norm="zscore"), ptd.ScoreFusion(SPARSE, DENSE, num_results=5),
+                  ptd.RRFusion(SPARSE, DENSE)]:
+        assert base != other
+    assert ptd.RRFusion(SPARSE, DENSE, k=60) != ptd.RRFusion(SPARSE, DENSE, k=10)
+
+
+class Counting(pt.Transformer):
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def transform(self, inp):
+        self.calls += 1
+        return self.inner.transform(inp)
+
+
+def test_experiment_shares_an_equal_fusion_prefix():
+    counted = Counting(SPARSE)
+    qrels = pd.DataFrame({"qid": ["1", "2"], "docno": ["y", "w"], "label": [1, 1]})
+    systems = [ptd.ScoreFusion(counted, DENSE) % 1, ptd.ScoreFusion(counted, DENSE) % 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pt.Experiment(systems, TOPICS, qrels, [pt.measures.RR], precompute_prefix=True)
+    assert counted.calls == 1

@@ -1,5 +1,9 @@
-"""models/: batching helper, precision choice, BiEncoderModel pooling/normalisation/prefixes/truncation."""
+"""models/: batching helper, precision choice, BiEncoderModel pooling/normalisation/prefixes/truncation, weight
+fingerprints, two-tower and DPR checkpoints, default-model resolution, input checks."""
 import logging
+import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +24,19 @@ def test_length_sorted_batches_cover_every_position_once_longest_first():
 
 
 def test_pad_batch_pads_to_longest_in_batch():
-    ids, mask = pad_batch([[1, 2], [3, 4, 5, 6], [7]], np.array([0, 2]), pad_id=9)
-    assert ids.tolist() == [[1, 2], [7, 9]]
-    assert mask.tolist() == [[1, 1], [1, 0]]
+    batch = pad_batch({"input_ids": [[1, 2], [3, 4, 5, 6], [7]]}, np.array([0, 2]), {"input_ids": 9})
+    assert batch["input_ids"].tolist() == [[1, 2], [7, 9]]
+    assert batch["attention_mask"].tolist() == [[1, 1], [1, 0]]
+
+
+def test_pad_batch_pads_aligned_columns_together():
+    columns = {"input_ids": [[1, 2, 3], [4, 5]], "token_type_ids": [[0, 1, 1], [0, 1]]}
+    batch = pad_batch(columns, np.array([1, 0]), {"input_ids": 9, "token_type_ids": 7})
+    assert batch["input_ids"].tolist() == [[4, 5, 9], [1, 2, 3]]
+    assert batch["token_type_ids"].tolist() == [[0, 1, 7], [0, 1, 1]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
+    with pytest.raises(ValueError, match="token_type_ids"):
+        pad_batch({"input_ids": [[1, 2]], "token_type_ids": [[0]]}, np.array([0]))
 
 
 def test_batch_size_must_be_positive():
@@ -103,7 +117,17 @@ def test_truncation_is_counted_in_a_log_line(tiny_st_model, caplog):
     model = BiEncoderModel(tiny_st_model, max_length=8, precision="fp32")
     with caplog.at_level(logging.WARNING, logger="pyterrier_dense"):
         model.encode(["gene", "the magnetic field of an electron in quantum theory of light"])
-    assert "1 of 2 docs were longer than max_length=8" in caplog.text
+    assert "1 of 2 documents were longer than max_length=8 tokens and were truncated; for long documents use " \
+        "passaging (pt.text.sliding(...) >> enc, then pt.text.max_passage()) or raise max_length=" in caplog.text
+    caplog.clear()
+    model.chunk_size = 1  # three chunks, still one warning
+    with caplog.at_level(logging.WARNING, logger="pyterrier_dense"):
+        model.encode(["the magnetic field of an electron in quantum theory of light"] * 3, role="query")
+    assert [r.getMessage()[:55] for r in caplog.records] == ["3 of 3 queries were longer than max_length=8 tokens and"]
+
+
+def test_chunk_size_is_the_sorting_window(tiny_st_model):
+    assert BiEncoderModel(tiny_st_model, precision="fp32").chunk_size == 4096
 
 
 def test_bf16_is_close_to_fp32(tiny_st_model):
@@ -118,6 +142,109 @@ def test_fingerprint_identifies_weights_not_paths(tiny_st_model, other_tiny_mode
     a = BiEncoderModel(tiny_st_model, precision="fp32").fingerprint
     assert BiEncoderModel(str(copy), precision="fp32").fingerprint == a
     assert BiEncoderModel(other_tiny_model, precision="fp32").fingerprint != a
+
+
+def _edited_copy(src, dst, edit):
+    """A copy of checkpoint ``src`` at ``dst`` with ``edit(model)`` applied to its weights."""
+    from transformers import AutoModel
+    shutil.copytree(src, dst)
+    model = AutoModel.from_pretrained(src)
+    with torch.no_grad():
+        edit(model)
+    model.save_pretrained(dst)
+    return str(dst)
+
+
+def test_fingerprint_covers_every_weight_and_ignores_precision(tiny_plain_model, tmp_path):
+    # a fine-tune that froze the embeddings: only one encoder-layer weight differs
+    changed = _edited_copy(tiny_plain_model, tmp_path / "changed",
+                           lambda m: m.encoder.layer[1].output.dense.weight[0, 0].add_(0.5))
+    a = BiEncoderModel(tiny_plain_model, precision="fp32").fingerprint
+    assert BiEncoderModel(changed, precision="fp32").fingerprint != a
+    assert BiEncoderModel(str(shutil.copytree(tiny_plain_model, tmp_path / "copy")), precision="fp32").fingerprint == a
+    assert BiEncoderModel(tiny_plain_model, precision="bf16").fingerprint == a
+    two_towers = BiEncoderModel(tiny_plain_model, query_model=tiny_plain_model, precision="fp32").fingerprint
+    assert BiEncoderModel(tiny_plain_model, query_model=changed, precision="fp32").fingerprint != two_towers
+
+
+def with_working_tokenizer(src, dst, reverse_words=False):
+    """A copy of checkpoint ``src`` at ``dst`` whose tokenizer knows the whole vocab.txt (conftest's tokenizers are
+    built with ``vocab_file=``, which transformers 5 ignores, so they know only the 5 special tokens).
+    ``reverse_words`` reverses the word ids (special tokens kept): same weights, another tokenizer."""
+    from transformers import BertTokenizerFast
+    shutil.copytree(src, dst)
+    vocab = (dst / "vocab.txt").read_text().split("\n")[:-1]
+    (dst / "vocab.txt").write_text("\n".join(vocab[:5] + (vocab[5:][::-1] if reverse_words else vocab[5:])) + "\n")
+    (dst / "tokenizer.json").unlink()
+    BertTokenizerFast(vocab=str(dst / "vocab.txt"), do_lower_case=True).save_pretrained(dst)
+    return str(dst)
+
+
+def test_query_tower_uses_its_own_tokenizer(tiny_plain_model, tmp_path):
+    doc_dir = with_working_tokenizer(tiny_plain_model, tmp_path / "doc_tower")
+    query_dir = with_working_tokenizer(tiny_plain_model, tmp_path / "query_tower", reverse_words=True)
+    model = BiEncoderModel(doc_dir, query_model=query_dir, precision="fp32", max_length=64)
+    assert _reference(query_dir, TEXTS, "mean")[0].tolist() != _reference(doc_dir, TEXTS, "mean")[0].tolist()
+    np.testing.assert_allclose(model.encode(TEXTS, role="query"), _reference(query_dir, TEXTS, "mean"), atol=2e-5)
+    np.testing.assert_allclose(model.encode(TEXTS, role="doc"), _reference(doc_dir, TEXTS, "mean"), atol=2e-5)
+
+
+def _tiny_dpr(root, cls_name, seed):
+    """A tiny DPR checkpoint laid out as facebook/dpr-* repos are: config + weights + a BERT tokenizer beside them."""
+    import transformers
+    from conftest import _write_tiny_bert
+    path = Path(with_working_tokenizer(_write_tiny_bert(root / "bert", seed=seed), root / cls_name))
+    torch.manual_seed(seed)
+    config = transformers.DPRConfig(vocab_size=transformers.BertConfig.from_pretrained(path).vocab_size,
+                                    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                    max_position_embeddings=128, projection_dim=16)
+    (path / "model.safetensors").unlink()
+    getattr(transformers, cls_name)(config).eval().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dpr_towers(tmp_path_factory):
+    return (_tiny_dpr(tmp_path_factory.mktemp("dpr_ctx"), "DPRContextEncoder", 3),
+            _tiny_dpr(tmp_path_factory.mktemp("dpr_question"), "DPRQuestionEncoder", 4))
+
+
+def test_dpr_checkpoints_load_as_what_they_are(dpr_towers):
+    from transformers import AutoTokenizer, DPRContextEncoder, DPRQuestionEncoder
+    ctx_dir, question_dir = dpr_towers
+    model = BiEncoderModel(ctx_dir, query_model=question_dir, precision="fp32", batch_size=3)
+    assert (model.settings()["pooling"], model.dim) == ("pooler", 16)
+    for role, cls, path in (("doc", DPRContextEncoder, ctx_dir), ("query", DPRQuestionEncoder, question_dir)):
+        tok, tower = AutoTokenizer.from_pretrained(path), cls.from_pretrained(path).eval()
+        with torch.no_grad():
+            want = np.stack([tower(**tok(t, return_tensors="pt")).pooler_output[0].numpy() for t in TEXTS])
+        np.testing.assert_allclose(model.encode(TEXTS, role=role), want, atol=1e-5)
+
+
+def test_dpr_reader_and_token_pooling_are_refused(dpr_towers, tmp_path):
+    with pytest.raises(ValueError, match="DPRReader"):
+        BiEncoderModel(_tiny_dpr(tmp_path / "reader", "DPRReader", 5))
+    with pytest.raises(ValueError, match="pooling='pooler'"):
+        BiEncoderModel(dpr_towers[0], pooling="mean")
+
+
+@pytest.mark.slow
+def test_default_model_name_resolves_like_the_cli(minilm, monkeypatch):
+    import huggingface_hub
+    from pyterrier_dense.models import DEFAULT_MODEL
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the local copy, not the hub
+    model = BiEncoderModel(DEFAULT_MODEL, precision="fp32", verbose=False)
+    assert model.settings()["model"] == DEFAULT_MODEL  # the portable name, not this machine's install path
+    assert (model.pooling, model.normalize, model.max_length, model.dim) == ("mean", True, 256, 384)
+    assert model.fingerprint == BiEncoderModel(minilm, precision="fp32", verbose=False).fingerprint
+    assert BiEncoderModel(precision="fp32", verbose=False).model_id == DEFAULT_MODEL
+
+
+@pytest.mark.parametrize("bad", [None, 1.5, "", "   "])
+def test_bad_texts_raise_value_error_naming_position_and_value(tiny_plain_model, bad):
+    model = BiEncoderModel(tiny_plain_model, precision="fp32", doc_prefix="passage: ")
+    with pytest.raises(ValueError, match=f"position 1 is {re.escape(repr(bad))}"):
+        model.encode(["gene", bad, "cell"])
 
 
 def test_unloadable_model_names_it(tmp_path):

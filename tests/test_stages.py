@@ -101,7 +101,7 @@ def test_retriever_rejects_bad_query_vectors(built):
 def test_pairing_with_another_encoder_is_refused(built, other_tiny_model):
     other = ptd.BiEncoder(other_tiny_model, precision="fp32", verbose=False)
     with pytest.raises(ValueError, match="fingerprint"):
-        other >> built.retriever()
+        (other >> built.retriever()).search("gene")
     unchecked = other >> built.retriever(check_encoder=False)
     assert len(unchecked.search("gene")) == 12
 

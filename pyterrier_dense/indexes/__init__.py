@@ -1,8 +1,8 @@
-"""Indexes: storage and search (numpy + FAISS). Nothing here imports torch."""
+"""Indexes: storage and search (numpy + FAISS). Nothing here imports torch or PyTerrier."""
 from .ann_specs import HnswSpec, IvfSpec, PqSpec
-from .dense_index import DenseIndex, DenseIndexWriter
-from .pq_index import PQIndex
+from .dense_store import DenseIndexWriter, DenseSnapshot, open_dense
 from .exact_search import exact_top_k
-from .storage import CorruptIndexError, IndexBuild
+from .storage import CorruptIndexError, IndexBuild, IndexExistsError, IndexLockedError
 
-__all__ = ["DenseIndex", "DenseIndexWriter", "PQIndex", "HnswSpec", "IvfSpec", "PqSpec", "exact_top_k", "IndexBuild", "CorruptIndexError"]
+__all__ = ["DenseIndexWriter", "DenseSnapshot", "open_dense", "HnswSpec", "IvfSpec", "PqSpec", "exact_top_k",
+           "IndexBuild", "CorruptIndexError", "IndexExistsError", "IndexLockedError"]

@@ -1,15 +1,17 @@
 """Exact maximum-inner-product top-k over a (memory-mapped) matrix, block by block, with deterministic ties.
 
 Results are ordered by score descending, then row ascending; when equal scores straddle the k-th place, the
-lower rows are the ones kept. Memory is bounded by ``SCORE_BUDGET`` floats of scores whatever the index size.
+lower rows are the ones kept. Memory is bounded whatever the index size: ``SCORE_BUDGET`` floats of scores and
+``BLOCK_BYTES`` of float32 document vectors (a float16 index is converted one block at a time) are held at once.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["exact_top_k", "SCORE_BUDGET"]
+__all__ = ["exact_top_k", "SCORE_BUDGET", "BLOCK_BYTES"]
 
 SCORE_BUDGET = 1 << 25   # floats of (queries x documents) scores held at once: 128 MiB
+BLOCK_BYTES = 1 << 26    # bytes of float32 document vectors held at once: 64 MiB
 QUERY_BLOCK = 4096
 
 
@@ -58,7 +60,7 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.nd
     if nq > QUERY_BLOCK:
         parts = [exact_top_k(queries[i:i + QUERY_BLOCK], vectors, k) for i in range(0, nq, QUERY_BLOCK)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    block = max(kk, SCORE_BUDGET // nq)
+    block = max(1, min(SCORE_BUDGET // nq, BLOCK_BYTES // (4 * queries.shape[1])))
     best_s = best_r = None
     for start in range(0, n, block):
         docs = np.asarray(vectors[start:start + block], dtype=np.float32)

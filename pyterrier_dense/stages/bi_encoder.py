@@ -6,12 +6,11 @@ import pandas as pd
 import pyterrier as pt
 
 from ..models.bi_encoder_model import BiEncoderModel
+from ..models.default_model import DEFAULT_MODEL
 from .ranking import sort_and_rank
-from .columns import require_columns, texts_of
+from .columns import ENCODER_ATTR, require_columns, texts_of
 
 __all__ = ["BiEncoder"]
-
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _ROLE_METHODS = {"query": "query_encoder", "doc": "doc_encoder", "score": "text_scorer"}
 
 
@@ -33,13 +32,17 @@ class BiEncoder(pt.Transformer):
     """
 
     def __init__(self, model: str | BiEncoderModel = DEFAULT_MODEL, *, text_field: str = "text", **model_args):
+        if not isinstance(model, (str, BiEncoderModel)) and not hasattr(model, "__fspath__"):
+            raise TypeError(f"model must be a model name, a local path or a BiEncoderModel, got {type(model).__name__}")
         self.model = model if isinstance(model, BiEncoderModel) else BiEncoderModel(model, **model_args)
         self.text_field = text_field
         self.role = "auto"
 
     @property
     def batch_size(self) -> int:
-        return self.model.batch_size
+        """Records per call on PyTerrier's indexing path (``Compose.index`` batches by the largest ``batch_size``
+        of a pipeline's stages): the model's length-sorting window, so ``enc >> index.indexer()`` sorts over it."""
+        return getattr(self.model, "chunk_size", 4096)
 
     def query_encoder(self) -> "BiEncoder":
         """This encoder, restricted to adding ``query_vec`` (even when the frame also has ``text``)."""
@@ -87,23 +90,29 @@ class BiEncoder(pt.Transformer):
         frame = pd.DataFrame({"docno": [r.get("docno") for r in records], self.text_field: [r.get(self.text_field) for r in records]})
         vecs = self.model.encode(texts_of(frame, self.text_field, ("docno",), "BiEncoder"), role="doc",
                                  report_truncation=False)  # the indexer reports once, at the end
-        return [{**r, "doc_vec": v} for r, v in zip(records, vecs)]
+        settings = self.model.settings()   # travels with each record: indexers record it in their manifest
+        return [{**r, "doc_vec": v, ENCODER_ATTR: settings} for r, v in zip(records, vecs)]
 
     def _encode_queries(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["query"], "BiEncoder.query_encoder()")
         if not len(inp):
-            return inp.assign(query_vec=pd.Series(dtype=object))
+            return self._stamped(inp.assign(query_vec=pd.Series(dtype=object)))
         queries = texts_of(inp, "query", ("qid",), "BiEncoder")
         unique, codes = np.unique(np.array(queries, dtype=object), return_inverse=True)
         vecs = self.model.encode(unique.tolist(), role="query")
-        return inp.assign(query_vec=list(vecs[codes.ravel()]))
+        return self._stamped(inp.assign(query_vec=list(vecs[codes.ravel()])))
 
     def _encode_docs(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, [self.text_field], "BiEncoder.doc_encoder()")
         if not len(inp):
-            return inp.assign(doc_vec=pd.Series(dtype=object))
+            return self._stamped(inp.assign(doc_vec=pd.Series(dtype=object)))
         vecs = self.model.encode(texts_of(inp, self.text_field, ("docno",), "BiEncoder"), role="doc")
-        return inp.assign(doc_vec=list(vecs))
+        return self._stamped(inp.assign(doc_vec=list(vecs)))
+
+    def _stamped(self, out: pd.DataFrame) -> pd.DataFrame:
+        """The frame, carrying this encoder's settings in ``attrs`` for index stages to check."""
+        out.attrs[ENCODER_ATTR] = self.model.settings()
+        return out
 
     def _score(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["qid", "query", self.text_field], "BiEncoder.text_scorer()",
@@ -119,9 +128,22 @@ class BiEncoder(pt.Transformer):
         out = inp.drop(columns=[c for c in ("score", "rank") if c in inp.columns]).assign(score=scores.astype(np.float64))
         return sort_and_rank(out)
 
-    def __rshift__(self, right):
-        bind = getattr(right, "bind_encoder", None)
-        return super().__rshift__(bind(self) if bind is not None else right)
+    def transform_inputs(self):
+        inputs = {"query": [["query"]], "doc": [[self.text_field]], "score": [["qid", "query", self.text_field]]}
+        return inputs.get(self.role, [["query"], [self.text_field]])
+
+    def transform_outputs(self, input_columns: list[str]) -> list[str]:
+        mode = self._mode(input_columns)
+        added = {"query": ["query_vec"], "doc": ["doc_vec"], "score": ["score", "rank"]}[mode]
+        return [c for c in input_columns if c not in added] + added
+
+    def __eq__(self, other) -> bool:
+        # the same model object in the same role: pt.Experiment(..., precompute_prefix=True) shares the work
+        return isinstance(other, BiEncoder) and other.model is self.model and \
+            (other.role, other.text_field) == (self.role, self.text_field)
+
+    def __hash__(self) -> int:
+        return hash((id(self.model), self.role, self.text_field))
 
     def __repr__(self) -> str:
         suffix = f".{_ROLE_METHODS[self.role]}()" if self.role in _ROLE_METHODS else ""

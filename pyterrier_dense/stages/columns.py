@@ -1,18 +1,50 @@
-"""Input checks shared by every stage: each names the column, the row id and the value that is wrong."""
+"""Input checks shared by every stage: each names the column, the row id and the value that is wrong.
+
+Column presence goes through ``pt.validate`` (so PyTerrier's tooling sees the same rule); the error raised is both
+PyTerrier's ``InputValidationError`` and a ``ValueError`` whose message says what is missing and what to do.
+"""
 from __future__ import annotations
 
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
+import pyterrier as pt
 
-__all__ = ["require_columns", "texts_of", "vectors_of"]
+__all__ = ["ENCODER_ATTR", "ColumnsError", "require_columns", "texts_of", "vectors_of", "check_num_results",
+           "encoder_of"]
+
+# The settings of the encoder that made a frame's vectors travel with the data: in ``DataFrame.attrs`` for frames,
+# and under this key in each record on the indexing path (records have no attrs).
+ENCODER_ATTR = "pyterrier_dense.encoder"
+
+
+class ColumnsError(pt.validate.InputValidationError, ValueError):
+    """A stage's input lacks columns it needs."""
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 def require_columns(inp: pd.DataFrame, columns: Iterable[str], stage: str, hint: str = "") -> None:
-    missing = [c for c in columns if c not in inp.columns]
-    if missing:
-        raise ValueError(f"{stage} needs column(s) {missing}; got {list(inp.columns)}" + (f". {hint}" if hint else ""))
+    try:
+        pt.validate.columns(inp, includes=list(columns))
+    except pt.validate.InputValidationError as e:
+        missing = [c for c in columns if c not in inp.columns]
+        raise ColumnsError(f"{stage} needs column(s) {missing}; got {list(inp.columns)}" + (f". {hint}" if hint else ""),
+                           e.modes) from None
+
+
+def check_num_results(value, name: str = "num_results") -> int:
+    """An int >= 1 (not a bool, a float or a string), checked when the stage is made, not at query time."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def encoder_of(inp: pd.DataFrame) -> dict | None:
+    """The settings of the encoder that made this frame's vectors, when the frame carries them."""
+    return inp.attrs.get(ENCODER_ATTR)
 
 
 def _row_id(inp: pd.DataFrame, i: int, id_columns: tuple[str, ...]) -> str:
@@ -30,16 +62,42 @@ def texts_of(inp: pd.DataFrame, column: str, id_columns: tuple[str, ...], stage:
     return values
 
 
+def vector_problem(v, dim: int | None) -> str | None:
+    """Why ``v`` is not a usable vector (None if it is)."""
+    if v is None:
+        return "is None"
+    arr = v if isinstance(v, np.ndarray) else np.asarray(v, dtype=object) if not np.isscalar(v) else None
+    if arr is None or arr.ndim != 1:
+        return f"has shape {np.shape(v)}; expected a one-dimensional vector"
+    if arr.dtype.kind not in "fiu":
+        try:
+            arr = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            return f"holds non-numeric values ({arr.dtype})"
+    if len(arr) == 0:
+        return "is empty (0 dimensions)"
+    if dim is not None and len(arr) != dim:
+        return f"has {len(arr)} dimensions; expected a {dim}-dimensional vector"
+    return None
+
+
 def vectors_of(inp: pd.DataFrame, column: str, id_columns: tuple[str, ...], stage: str, dim: int | None = None) -> np.ndarray:
-    """Stack ``column`` into a float32 matrix, rejecting ragged, wrong-sized and non-finite vectors by row."""
+    """Stack ``column`` into a float32 matrix, rejecting missing, ragged, wrong-sized, non-numeric and non-finite
+    vectors by row."""
     values = inp[column].tolist()
-    for i, v in enumerate(values):
-        shape = np.shape(v)
-        if len(shape) != 1 or (dim is not None and shape[0] != dim):
-            want = f"{dim}-dimensional" if dim is not None else "one-dimensional"
-            raise ValueError(f"{stage}: {column!r} of {_row_id(inp, i, id_columns)} has shape {shape}; expected a {want} vector")
-    matrix = np.asarray(np.stack(values), dtype=np.float32) if values else np.empty((0, dim or 0), np.float32)
-    bad = ~np.isfinite(matrix).all(axis=1)
+    try:
+        matrix = np.asarray(np.stack(values), dtype=np.float32) if values else np.empty((0, dim or 0), np.float32)
+        ok = matrix.ndim == 2 and (dim is None or matrix.shape[1] == dim) and matrix.shape[1] > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        for i, v in enumerate(values):
+            problem = vector_problem(v, dim if dim is not None else np.shape(values[0])[0] if np.ndim(values[0]) == 1 else None)
+            if problem:
+                raise ValueError(f"{stage}: {column!r} of {_row_id(inp, i, id_columns)} {problem}")
+        raise ValueError(f"{stage}: {column!r} does not hold one vector per row")
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(matrix).all(axis=1)
     if bad.any():
         raise ValueError(f"{stage}: {column!r} of {_row_id(inp, int(np.argmax(bad)), id_columns)} has NaN or infinite values")
     return matrix

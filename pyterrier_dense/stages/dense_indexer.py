@@ -1,52 +1,100 @@
-"""DenseIndexer: writes ``docno`` + ``doc_vec`` records into a DenseIndex."""
+"""DenseIndexer: writes ``docno`` + ``doc_vec`` records into a dense index."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+import pandas as pd
 import pyterrier as pt
 
-from ..indexes.dense_index import DenseIndex, DenseIndexWriter
+from ..indexes.dense_store import DenseIndexWriter
+from .columns import ENCODER_ATTR, vector_problem
 
 __all__ = ["DenseIndexer"]
 
 WRITE_CHUNK = 4096
 
 
+def _report_truncation() -> None:
+    """Encoders count truncated texts while indexing and report them once, here, at the end."""
+    base = sys.modules.get("pyterrier_dense.models.encoder_base")
+    if base is not None and hasattr(base, "report_pending_truncation"):
+        base.report_pending_truncation()
+
+
 class DenseIndexer(pt.Indexer):
     """``(enc >> index.indexer()).index(docs)`` encodes and stores; records that already carry ``doc_vec`` are
-    stored as they are (``index.indexer().index(records)``). Returns the finished :class:`DenseIndex`.
+    stored as they are (``index.indexer().index(records)``, or a DataFrame). Returns the finished index.
 
-    Memory does not grow with the corpus: records are written in chunks as they arrive. The index appears at its
-    path only when complete; an error or Ctrl-C leaves no index (or the previous one with ``mode="overwrite"`` or
-    ``"append"``). ``mode="append"`` adds documents to an existing index without re-encoding what it holds::
+    The encoder's settings travel with the vectors (a key of each record the encoder emits, or the frame's
+    ``attrs``), so the manifest records them whatever the pipeline (``pt.text.sliding(...) >> enc >> indexer``
+    included). Memory does not grow with the corpus: records are written in chunks as they arrive. The new
+    generation appears only when complete; an error or Ctrl-C leaves the index as it was.
+    ``mode="append"`` adds documents without re-encoding what the index holds::
 
         (enc >> index.indexer(mode="append")).index(new_docs)   # same result as indexing everything at once
     """
 
-    def __init__(self, index: DenseIndex, *, mode: str = "error", dtype: str | None = None, encoder=None):
-        self.index_ref, self.mode, self.dtype, self.encoder = index, mode, dtype, encoder
+    def __init__(self, index, *, mode: str = "error", dtype: str | None = None, dim: int | None = None,
+                 lock_timeout: float | None = None):
+        if mode not in ("error", "overwrite", "append"):
+            raise ValueError(f"mode must be 'error', 'overwrite' or 'append', got {mode!r}")
+        self.index_ref, self.mode, self.dtype, self.dim, self.lock_timeout = index, mode, dtype, dim, lock_timeout
+        DenseIndexWriter(index.path, dim=dim, dtype=dtype, mode=mode)   # bad arguments fail now, before any work
 
-    def bind_encoder(self, encoder) -> "DenseIndexer":
-        """A copy that records the encoder's settings in the manifest (called by ``BiEncoder.__rshift__``)."""
-        return DenseIndexer(self.index_ref, mode=self.mode, dtype=self.dtype, encoder=encoder)
-
-    def index(self, iter) -> DenseIndex:
-        settings = self.encoder.model.settings() if self.encoder is not None else None
-        with DenseIndexWriter(self.index_ref.path, dtype=self.dtype, mode=self.mode, encoder=settings) as writer:
-            docnos, vecs = [], []
-            for i, record in enumerate(pt.tqdm(iter, desc="indexing", unit="doc")):
+    def index(self, iter):
+        settings_from_frame = None
+        if isinstance(iter, pd.DataFrame):
+            settings_from_frame = iter.attrs.get(ENCODER_ATTR)
+            iter = iter.to_dict(orient="records")
+        elif isinstance(iter, (str, bytes, dict)):
+            raise TypeError(f"index() takes an iterable of records (dicts with docno and doc_vec) or a DataFrame, "
+                            f"not a {type(iter).__name__}")
+        writer = DenseIndexWriter(self.index_ref.path, dim=self.dim, dtype=self.dtype, mode=self.mode,
+                                  lock_timeout=self.lock_timeout)
+        with writer:
+            docnos, vecs, known, settings = [], [], False, None
+            total = len(iter) if hasattr(iter, "__len__") else None
+            for i, record in enumerate(pt.tqdm(iter, desc="indexing", unit="doc", total=total)):
+                if not isinstance(record, dict):
+                    raise TypeError(f"record {i} is a {type(record).__name__}; index() takes dicts with docno and "
+                                    "doc_vec (or a DataFrame)")
                 if "docno" not in record or "doc_vec" not in record:
                     raise ValueError(f"DenseIndexer needs 'docno' and 'doc_vec' in every record; record {i} has "
                                      f"{sorted(record)}. Put an encoder first: (enc >> index.indexer()).index(docs)")
+                s = record.get(ENCODER_ATTR, settings_from_frame)
+                if not known:
+                    writer.set_encoder(s)
+                    settings, known = s, True
+                elif s is not settings and s != settings:
+                    raise ValueError(f"record {i} (docno {record['docno']!r}) was encoded by another encoder than "
+                                     "the records before it; index one encoder's vectors at a time")
                 docnos.append(record["docno"])
                 vecs.append(record["doc_vec"])
                 if len(docnos) == WRITE_CHUNK:
-                    writer.add(docnos, np.stack(vecs))
+                    writer.add(docnos, _stack(docnos, vecs, writer.dim))
                     docnos, vecs = [], []
             if docnos:
-                writer.add(docnos, np.stack(vecs))
-        if self.encoder is not None:
-            self.encoder.model.report_truncation("doc")
-        return DenseIndex(self.index_ref.path)
+                writer.add(docnos, _stack(docnos, vecs, writer.dim))
+        _report_truncation()
+        return self.index_ref
 
     def __repr__(self) -> str:
         return f"{self.index_ref!r}.indexer(mode={self.mode!r})"
+
+
+def _stack(docnos: list, vecs: list, dim: int | None) -> np.ndarray:
+    """One float matrix of the chunk's vectors; a missing, empty, ragged or non-numeric vector names its docno."""
+    try:
+        matrix = np.stack(vecs)
+        if matrix.ndim == 2 and matrix.dtype.kind in "fiu" and matrix.shape[1] > 0 and \
+                (dim is None or matrix.shape[1] == dim):
+            return matrix
+    except (TypeError, ValueError):
+        pass
+    dim = dim if dim is not None else (np.shape(vecs[0])[0] if np.ndim(vecs[0]) == 1 else None)
+    for d, v in zip(docnos, vecs):
+        problem = vector_problem(v, dim)
+        if problem:
+            raise ValueError(f"the doc_vec of document {d!r} {problem}")
+    return np.stack(vecs).astype(np.float64)

@@ -1,77 +1,104 @@
-"""DenseRetriever: exact top-k retrieval of ``query_vec`` against a DenseIndex."""
+"""DenseRetriever: top-k retrieval of ``query_vec`` against a dense index (exact, or through a FAISS searcher)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from .columns import require_columns, vectors_of
+from .columns import check_num_results, encoder_of, require_columns, vectors_of
 
-__all__ = ["DenseRetriever"]
+__all__ = ["DenseRetriever", "results_frame", "unique_queries"]
 
 RESULT_COLUMNS = ["docno", "docid", "score", "rank"]
+
+
+def unique_queries(inp: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """One row per qid. Rows repeating a qid with the same vector are one query; with another vector, an error."""
+    codes, uniques = pd.factorize(inp["qid"])
+    if len(uniques) == len(inp):
+        return inp
+    first = np.unique(codes, return_index=True)[1]
+    vecs = [np.asarray(v) for v in inp["query_vec"].tolist()]
+    for row, code in enumerate(codes):
+        ref = vecs[first[code]]
+        if vecs[row] is not ref and (np.shape(vecs[row]) != np.shape(ref) or not np.array_equal(vecs[row], ref)):
+            raise ValueError(f"{stage}: qid {uniques[code]!r} appears in several rows with different query_vec; "
+                             "give each query its own qid")
+    return inp.iloc[np.sort(first)]
 
 
 class DenseRetriever(pt.Transformer):
     """``enc >> index.retriever(num_results=1000)``: the top ``num_results`` documents by inner product.
 
-    The ``searcher`` is the index itself (exact: all queries of a frame in one blocked matrix product, ties by index
-    order) or an approximate one (HNSW, IVF, PQ; see ``DenseIndex.hnsw_retriever`` and friends). Output: the query
-    columns (without ``query_vec``) + ``docno``, ``docid`` (row in the index), ``score``, ``rank``.
+    The ``searcher`` is exact (all queries of a frame in one blocked matrix product, ties by index order) or an
+    approximate one (HNSW, IVF, PQ; see ``DenseIndex.hnsw_retriever`` and friends). Each call searches one pinned
+    generation of the index. Output: the query columns (without ``query_vec``) + ``docno``, ``docid`` (row in the
+    index), ``score``, ``rank``. When the frame carries its encoder's settings (every ``ptd.BiEncoder`` output
+    does), they are checked against the index's, whatever the pipeline.
     """
 
-    def __init__(self, index, *, num_results: int = 1000, check_encoder: bool = True,
-                 encoder: dict | None = None, searcher=None):
-        if num_results < 1:
-            raise ValueError(f"num_results must be >= 1, got {num_results}")
-        self.index, self.num_results = index, num_results
-        self.check_encoder, self.encoder = check_encoder, encoder
-        self.searcher = index if searcher is None else searcher
-        self._checked = False
+    def __init__(self, index, *, num_results: int = 1000, check_encoder: bool = True, searcher=None):
+        self.index, self.num_results = index, check_num_results(num_results)
+        self.check_encoder, self.searcher = check_encoder, searcher
 
-    def _copy(self, **changes) -> "DenseRetriever":
-        args = dict(num_results=self.num_results, check_encoder=self.check_encoder, encoder=self.encoder,
-                    searcher=self.searcher)
-        return type(self)(self.index, **{**args, **changes})
+    def _search(self, snap, queries: np.ndarray, k: int):
+        if self.searcher is None:
+            return snap.search(queries, k)
+        return self.searcher.search(snap, queries, k)
 
     def size(self) -> dict:
         """``bytes_per_doc`` and ``compression_vs_float32`` of what this retriever searches."""
-        return self.searcher.size()
+        if self.searcher is None:
+            return self.index.size()
+        return self.searcher.size(self.index.snapshot())
 
-    def bind_encoder(self, encoder) -> "DenseRetriever":
-        """A copy that knows the encoder before it; checked against the index now if it exists, else on first use."""
-        bound = self._copy(encoder=encoder.model.settings())
-        if self.check_encoder and self.index.exists():
-            bound._check()
-        return bound
-
-    def _check(self) -> None:
-        if self.check_encoder and self.encoder is not None and not self._checked:
-            self.index.check_encoder(self.encoder)
-        self._checked = True
+    def _check(self, inp: pd.DataFrame, snap) -> None:
+        settings = encoder_of(inp)
+        if self.check_encoder and settings is not None:
+            self.index.check_encoder(settings, snap)
 
     def fuse_rank_cutoff(self, k: int):
         # an approximate search with a smaller k can return other documents, so only exact search is cut early
-        return self._copy(num_results=k) if k < self.num_results and self.searcher is self.index else None
+        if k < self.num_results and self.searcher is None:
+            return DenseRetriever(self.index, num_results=k, check_encoder=self.check_encoder)
+        return None
+
+    def transform_inputs(self):
+        return [["qid", "query_vec"]]
+
+    def transform_outputs(self, input_columns: list[str]) -> list[str]:
+        return [c for c in input_columns if c != "query_vec"] + RESULT_COLUMNS
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["qid", "query_vec"], "DenseRetriever", "Encode queries first: enc >> index.retriever()")
-        self._check()
+        snap = self.index.snapshot()
+        self._check(inp, snap)
         keep = [c for c in inp.columns if c != "query_vec"]
         if not len(inp):
             return pd.DataFrame(columns=keep + RESULT_COLUMNS)
-        queries = vectors_of(inp, "query_vec", ("qid",), "DenseRetriever", dim=self.index.dim)
-        scores, rows = self.searcher.search(queries, self.num_results)
-        return results_frame(inp, keep, scores, rows, self.index)
+        inp = unique_queries(inp, "DenseRetriever")
+        queries = vectors_of(inp, "query_vec", ("qid",), "DenseRetriever", dim=snap.dim)
+        scores, rows = self._search(snap, queries, self.num_results)
+        return results_frame(inp, keep, scores, rows, snap.docnos)
+
+    def _key(self) -> tuple:
+        return (type(self), self.index, self.num_results, self.check_encoder,
+                None if self.searcher is None else self.searcher.key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DenseRetriever) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def __repr__(self) -> str:
-        if self.searcher is self.index:
+        if self.searcher is None:
             return f"{self.index!r}.retriever(num_results={self.num_results})"
         return f"{self.searcher!r}.retriever(num_results={self.num_results})"
 
 
 def results_frame(queries: pd.DataFrame, keep: list[str], scores: np.ndarray, rows: np.ndarray,
-                  index) -> pd.DataFrame:
+                  docnos) -> pd.DataFrame:
     """One row per (query, hit): the ``keep`` query columns repeated, then docno/docid/score/rank; no Python loop.
     Rows of -1 (an approximate search that found fewer than k) are left out."""
     nq, k = rows.shape
@@ -84,7 +111,7 @@ def results_frame(queries: pd.DataFrame, keep: list[str], scores: np.ndarray, ro
         rank = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
     query_rows = np.repeat(np.arange(nq), counts)
     columns = {c: queries[c].array.take(query_rows) for c in keep}   # keeps each column's dtype, no re-checks
-    columns["docno"] = index.docnos.take(flat)
+    columns["docno"] = docnos.take(flat)
     columns["docid"] = flat
     columns["score"] = flat_scores.astype(np.float64)
     columns["rank"] = rank

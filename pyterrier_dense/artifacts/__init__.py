@@ -1,0 +1,6 @@
+"""User-facing indexes: PyTerrier artifacts that open storage from ``indexes/`` and hand out the stages of
+``stages/`` (``indexer()``, ``retriever()``, ``scorer()``). Imports go one way: artifacts -> stages -> indexes."""
+from .dense_index import DenseIndex
+from .pq_index import PQIndex
+
+__all__ = ["DenseIndex", "PQIndex"]
