@@ -19,6 +19,9 @@ Encoding (the first ``--limit`` document texts; both sides warmed up on a few te
 - ``precision``: what our ``precision="auto"`` resolved to on this machine (``fp32`` without native bf16).
 - ``encode_docs_per_s``: documents per second for ``BiEncoderModel(path).encode(texts, role="doc")``.
 - ``encode_speedup_vs_st``: SentenceTransformer ``encode`` time / our encode time (default batch size 32 both).
+- ``index_docs_per_s``: documents per second through the pipeline ``(BiEncoder(model) >> DenseIndex.indexer())
+  .index(records)`` (PyTerrier's ``Compose.index`` batches, encoding, writing, publishing);
+  ``index_docs_per_s_vs_st``: SentenceTransformer ``encode`` time / that pipeline's time.
 - ``max_cos_diff_vs_st``: max over documents of 1 - cosine(our default-precision vector, ST's vector).
 - ``fp32_max_cos_diff_vs_st``: the same with ``precision="fp32"`` (reuses the default vectors when "auto" is fp32).
 
@@ -40,6 +43,15 @@ or ``ru_maxrss`` without /proc -- on Linux ``ru_maxrss`` would carry the parent'
 
 - ``peak_rss_mb_index_10k``, ``peak_rss_mb_index_100k``: peak RSS in MB (includes the interpreter and imports).
 - ``rss_growth_mb_10k_to_100k``: their difference; near zero when indexing memory does not grow with the corpus.
+
+Generations (every build is an immutable generation that readers pin): ``open_ms_cold`` (open an index with no
+reader cached in the process), ``generation_check_us`` (the per-call check for a newer generation),
+``one_query_ms_reused_index`` / ``one_query_ms_fresh_index_object`` (a one-query k=1000 search through a retriever
+kept across calls / made from a new ``DenseIndex`` object each call).
+
+Search memory (skipped with ``--skip-search-memory``): ``peak_rss_mb_search_fp16_1m``, the peak RSS of a child
+process that runs exact top-1000 search for 1 and for 100 queries over 1,000,000 x 384 float16 vectors
+(``fp16_index_mb_1m`` of memory-mapped data; its pages count in RSS as they are read).
 
 Effectiveness (whole collection, ignoring ``--limit``; skipped with ``--skip-effectiveness``):
 
@@ -140,10 +152,18 @@ def bench_encoding(model_path: str, texts: list[str]) -> tuple[dict, np.ndarray]
         log("encoding again with precision='fp32'")
         fp32_vecs = ptd.BiEncoderModel(model_path, precision="fp32", verbose=False).encode(texts, role="doc")
 
+    log(f"indexing {len(texts)} docs through the pipeline: (BiEncoder >> DenseIndex.indexer()).index(records)")
+    enc = ptd.BiEncoder(ours)
+    records = [{"docno": str(i), "text": t} for i, t in enumerate(texts)]
+    with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
+        index_s, _ = timed((enc >> ptd.DenseIndex(os.path.join(tmp, "p.dense")).indexer()).index, records)
+
     result = {
         "precision": ours.precision,
         "encode_docs_per_s": len(texts) / ours_s,
         "encode_speedup_vs_st": st_s / ours_s,
+        "index_docs_per_s": len(texts) / index_s,
+        "index_docs_per_s_vs_st": st_s / index_s,
         "max_cos_diff_vs_st": max_cos_diff(ours_vecs, st_vecs),
         "fp32_max_cos_diff_vs_st": max_cos_diff(fp32_vecs, st_vecs),
     }
@@ -213,6 +233,7 @@ def bench_retrieval(tmp: str, docnos: list[str], doc_vecs: np.ndarray, qids: lis
         "single_query_speedup_vs_pyterrier_dr": theirs_single / ours_single,
         "top100_overlap_vs_pyterrier_dr": top_overlap(ours(frame), theirs(frame), depth=min(100, len(docnos))),
         "retrieve_floor_ratio": ours_s / floor_s,
+        **bench_generations(ours_index, query_vecs, repeats),
     }
 
 
@@ -251,6 +272,49 @@ def rss_child(n: int) -> None:
         index.indexer(mode="overwrite").index(synthetic_records(n, RSS_DIM))
         assert index.count == n
     print(json.dumps({"peak_rss_mb": own_peak_rss_mb()}))
+
+
+def search_rss_child(path: str) -> None:
+    """Runs in the child: exact search of one query and of 100 queries over a float16 index; print peak RSS."""
+    import pyterrier_dense as ptd
+    index = ptd.DenseIndex(path)
+    rng = np.random.default_rng(1)
+    for nq in (1, 100):
+        index.search(rng.standard_normal((nq, index.dim), dtype=np.float32), 1000)
+    print(json.dumps({"peak_rss_mb": own_peak_rss_mb()}))
+
+
+def bench_search_memory(n: int = 1_000_000, dim: int = RSS_DIM) -> dict:
+    """Peak RSS of exact search over ``n`` x ``dim`` float16 vectors (built by this process, searched by a child).
+    Memory-mapped pages of the index count in RSS as they are read; the figure shows the search holds no more."""
+    import pyterrier_dense as ptd
+    log(f"peak RSS of exact search over {n} x {dim} float16 vectors (child process)")
+    with tempfile.TemporaryDirectory(prefix="bench-rss-") as tmp:
+        path = os.path.join(tmp, "f16.dense")
+        ptd.DenseIndex(path).indexer(dtype="float16").index(synthetic_records(n, dim))
+        cmd = [sys.executable, os.path.abspath(__file__), "--search-rss-child", path]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        peak = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    return {"peak_rss_mb_search_fp16_1m": peak, "fp16_index_mb_1m": n * dim * 2 / 2 ** 20}
+
+
+def bench_generations(index, query_vecs: np.ndarray, repeats: int) -> dict:
+    """What pinning a generation costs: opening an index cold (manifest, pointer, reader lock, size checks), the
+    per-call check for a newer generation, and a one-query search through a fresh index object each time."""
+    import pandas as pd
+    import pyterrier_dense as ptd
+    from pyterrier_dense.indexes import storage
+    def cold_open():
+        storage._READERS.clear()
+        ptd.DenseIndex(index.path).count
+    open_s = median_time(cold_open, max(repeats, 20))
+    check_s = median_time(index.snapshot, max(repeats, 200))
+    frame = pd.DataFrame({"qid": ["q"], "query_vec": [query_vecs[0]]})
+    reused = index.retriever(num_results=1000)
+    reused_s = median_time(lambda: reused(frame), repeats)
+    fresh_s = median_time(lambda: ptd.DenseIndex(index.path).retriever(num_results=1000)(frame), repeats)
+    return {"open_ms_cold": open_s * 1e3, "generation_check_us": check_s * 1e6,
+            "one_query_ms_reused_index": reused_s * 1e3, "one_query_ms_fresh_index_object": fresh_s * 1e3}
 
 
 def peak_rss_mb(n: int) -> float:
@@ -306,9 +370,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed retrieval repeats (median reported; >= 5)")
     p.add_argument("--skip-effectiveness", action="store_true", help="skip the nDCG@10 comparison")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--skip-search-memory", action="store_true", help="skip the 1M float16 search-memory figure")
     p.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--search-rss-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.rss_child is None and not args.collection:
+    if args.rss_child is None and args.search_rss_child is None and not args.collection:
         p.error("--collection is required")
     if args.repeats < 5:
         p.error("--repeats must be >= 5")
@@ -331,6 +397,8 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-dense-") as tmp:
         results.update(bench_retrieval(tmp, docnos, st_doc_vecs, topics["qid"].tolist(), query_vecs, args.repeats))
         results.update(bench_memory())
+        if not args.skip_search_memory:
+            results.update(bench_search_memory())
         if not args.skip_effectiveness:
             results.update(bench_effectiveness(tmp, collection, model_path))
     return results
@@ -340,6 +408,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.rss_child is not None:
         rss_child(args.rss_child)
+        return
+    if args.search_rss_child is not None:
+        search_rss_child(args.search_rss_child)
         return
     set_threads(args.threads)
     results = run(args)

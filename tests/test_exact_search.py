@@ -47,3 +47,54 @@ def test_k_larger_than_collection_and_no_queries():
     v = random_vectors(5, 4)
     assert exact_top_k(random_vectors(2, 4), v, 100)[1].shape == (2, 5)
     assert exact_top_k(np.empty((0, 4), np.float32), v, 3)[1].shape == (0, 0)
+
+
+class SliceSpy:
+    """An array that records the rows of every slice read from it."""
+
+    def __init__(self, array):
+        self.array, self.reads = array, []
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, key):
+        out = self.array[key]
+        self.reads.append(len(out))
+        return out
+
+
+def test_memory_is_bounded_by_bytes_for_one_query_and_float16(monkeypatch):
+    """Blocks were sized by rows (SCORE_BUDGET // n_queries: 33.5M rows for one query), so a float16 index was
+    converted to float32 whole; now each block of float32 vectors is at most BLOCK_BYTES."""
+    monkeypatch.setattr(exact_search, "BLOCK_BYTES", 1 << 16, raising=False)
+    v = random_vectors(5000, 16, 2).astype(np.float16)
+    spy = SliceSpy(v)
+    q = random_vectors(1, 16, 1)
+    scores, rows = exact_top_k(q, spy, 50)
+    assert max(spy.reads) * 16 * 4 <= 1 << 16 and len(spy.reads) > 1
+    ref_s, ref_r = brute_force(q, v.astype(np.float32), 50)
+    np.testing.assert_array_equal(rows, ref_r)
+
+
+def test_rerank_gathers_a_bounded_number_of_vectors_at_once(monkeypatch):
+    from pyterrier_dense.indexes import ann_search
+    monkeypatch.setattr(ann_search, "GATHER_BYTES", 1 << 14)
+    v = random_vectors(400, 8, 3)
+    gathered = []
+
+    class Snapshot:
+        dim = 8
+
+        def gather(self, rows):
+            gathered.append(len(rows))
+            return v[rows]
+
+    q = random_vectors(30, 8, 4)
+    candidates = np.tile(np.arange(200), (30, 1))
+    candidates[:, -3:] = -1   # fewer found than asked
+    scores, rows = ann_search.AnnSearcher._rescore(Snapshot(), q, candidates)
+    assert max(gathered) * 8 * 4 <= 1 << 14 and sum(gathered) == 30 * 200
+    exact = q @ v[:197].T
+    np.testing.assert_array_equal(rows[:, :197], np.argsort(-exact, axis=1, kind="stable"))
+    assert (rows[:, 197:] == -1).all() and np.isinf(scores[:, 197:]).all()

@@ -169,3 +169,120 @@ def test_long_documents_with_passaging_and_maxp(tiny_encoder, tmp_path):
     passages["doc"] = passages["docno"].str.split("%p").str[0]
     best = passages.groupby("doc")["score"].max()
     np.testing.assert_allclose(res.set_index("docno")["score"][best.index], best, rtol=1e-6)
+
+
+# ---- the encoder's settings travel with the data: checked in every pipeline shape ---------------------------
+def first_stage(rows):
+    """A stand-in for BM25: a fixed result frame for the topics it is given."""
+    return pt.Transformer.from_df(pd.DataFrame(rows, columns=["qid", "query", "docno", "score"]), uniform=True)
+
+
+def test_rerank_pipeline_checks_the_encoder(built, other_tiny_model, tiny_encoder):
+    bm25 = first_stage([("1", "gene", "d0", 3.0), ("1", "gene", "d4", 2.0)])
+    other = ptd.BiEncoder(other_tiny_model, precision="fp32", verbose=False)
+    topics = pd.DataFrame({"qid": ["1"], "query": ["gene"]})
+    with pytest.raises(ValueError, match="another encoder configuration \\(fingerprint"):
+        (bm25 >> other >> built.scorer())(topics)
+    assert len((bm25 >> tiny_encoder >> built.scorer())(topics)) == 2
+    assert len((bm25 >> other >> built.scorer(check_encoder=False))(topics)) == 2
+
+
+def test_passaging_pipeline_records_the_encoder_and_appends_through_it(tiny_encoder, other_tiny_model, tmp_path):
+    """pt.text.sliding >> enc >> indexer once wrote encoder: null, and an append through the encoder then failed."""
+    index = ptd.DenseIndex(tmp_path / "p.dense")
+    passager = pt.text.sliding(text_attr="text", length=8, stride=4, prepend_attr=None)
+    docs = [{"docno": "a", "text": "gene protein cell " * 6}, {"docno": "b", "text": "quantum light wave " * 6}]
+    (passager >> tiny_encoder >> index.indexer()).index(docs)
+    assert index.encoder_settings["fingerprint"] == tiny_encoder.model.fingerprint
+    (passager >> tiny_encoder >> index.indexer(mode="append")).index([{"docno": "c", "text": "electron field " * 8}])
+    assert any(d.startswith("c%p") for d in index.docnos[np.arange(index.count)])
+    other = ptd.BiEncoder(other_tiny_model, precision="fp32", verbose=False)
+    with pytest.raises(ValueError, match="another encoder configuration"):
+        (passager >> other >> index.indexer(mode="append")).index([{"docno": "d", "text": "gene " * 10}])
+    with pytest.raises(ValueError, match="another encoder configuration"):
+        (pt.apply.generic(lambda df: df) >> other >> index.retriever()).search("gene")
+
+
+def test_indexing_through_the_pipeline_sorts_over_large_windows(tiny_encoder, tmp_path):
+    """PyTerrier's Compose.index hands the encoder batches of its largest stage batch_size (once 100 records)."""
+    calls = []
+    model = tiny_encoder.model
+    original = model.encode
+    def spy(texts, *a, **kw):
+        calls.append(len(texts))
+        return original(texts, *a, **kw)
+    model.encode = spy
+    try:
+        docs = [{"docno": f"d{i}", "text": f"gene {i}"} for i in range(450)]
+        (tiny_encoder >> ptd.DenseIndex(tmp_path / "w.dense").indexer()).index(docs)
+    finally:
+        del model.encode
+    assert calls == [450] and tiny_encoder.batch_size == model.chunk_size == 4096
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, None, "5", True])
+def test_num_results_is_checked_when_the_stage_is_made(built, value):
+    with pytest.raises(ValueError, match="num_results must be an int >= 1"):
+        built.retriever(num_results=value)
+    with pytest.raises(ValueError, match="num_results must be an int >= 1"):
+        built.hnsw_retriever(num_results=value)
+
+
+def test_a_qid_with_two_query_vectors_is_an_error(built):
+    v = np.ones(32, np.float32)
+    frame = pd.DataFrame({"qid": ["q", "q"], "query_vec": [v, -v]})
+    with pytest.raises(ValueError, match="qid 'q' appears in several rows with different query_vec"):
+        built.retriever(num_results=3)(frame)
+    same = built.retriever(num_results=3)(pd.DataFrame({"qid": ["q", "q"], "query_vec": [v, v.copy()]}))
+    assert same["rank"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("bad,message", [
+    (None, "doc_vec of document 'b' is None"),
+    (np.array(["x", "y"], dtype=object), "doc_vec of document 'b' holds non-numeric"),
+    (np.ones(3, np.float32), "doc_vec of document 'b' has 3 dimensions"),
+    (np.ones((2, 2), np.float32), "doc_vec of document 'b' has shape \\(2, 2\\)"),
+])
+def test_bad_vectors_in_records_name_the_docno(tmp_path, bad, message):
+    records = [{"docno": "a", "doc_vec": np.ones(2, np.float32)}, {"docno": "b", "doc_vec": bad}]
+    with pytest.raises(ValueError, match=message):
+        ptd.DenseIndex(tmp_path / "x.dense").indexer().index(records)
+    assert not ptd.DenseIndex(tmp_path / "x.dense").exists()
+
+
+def test_a_dataframe_is_indexed_like_records_and_an_empty_index_takes_dim(tmp_path, tiny_encoder):
+    frame = tiny_encoder(pd.DataFrame({"docno": ["a", "b"], "text": ["gene", "light"]}))
+    index = ptd.DenseIndex(tmp_path / "f.dense").indexer().index(frame)
+    assert index.docnos[np.arange(2)].tolist() == ["a", "b"]
+    assert index.encoder_settings["fingerprint"] == tiny_encoder.model.fingerprint   # from the frame's attrs
+    empty = ptd.DenseIndex(tmp_path / "e.dense").indexer(dim=4).index([])
+    assert (empty.count, empty.dim) == (0, 4)
+    with pytest.raises(TypeError, match="takes an iterable of records"):
+        ptd.DenseIndex(tmp_path / "s.dense").indexer().index("docs.jsonl")
+
+
+def test_equal_stages_share_work_in_an_experiment(built, tiny_encoder):
+    assert tiny_encoder >> built.retriever(num_results=5) == tiny_encoder >> built.retriever(num_results=5)
+    assert built.retriever(num_results=5) != built.retriever(num_results=6)
+    assert hash(built.scorer()) == hash(ptd.DenseIndex(built.path).scorer())
+    calls = []
+    original = tiny_encoder.model.encode
+    def spy(texts, *a, **kw):
+        calls.append(len(texts))
+        return original(texts, *a, **kw)
+    tiny_encoder.model.encode = spy
+    try:
+        topics = pd.DataFrame({"qid": ["1", "2"], "query": ["gene", "light"]})
+        qrels = pd.DataFrame({"qid": ["1", "2"], "docno": ["d4", "d9"], "label": [1, 1]})
+        pt.Experiment([tiny_encoder >> built.retriever(num_results=5), tiny_encoder >> built.retriever(num_results=10)],
+                      topics, qrels, [pt.measures.nDCG @ 10], precompute_prefix=True)
+    finally:
+        del tiny_encoder.model.encode
+    assert calls == [2]   # the shared prefix (the query encoder) ran once
+
+
+def test_stages_describe_their_columns(built, tiny_encoder):
+    assert pt.inspect.transformer_outputs(tiny_encoder >> built.retriever(), ["qid", "query"]) == \
+        ["qid", "query", "docno", "docid", "score", "rank"]
+    assert pt.inspect.transformer_outputs(built.scorer(), ["qid", "query", "docno", "query_vec", "score"]) == \
+        ["qid", "query", "docno", "score", "rank"]
