@@ -230,3 +230,29 @@ def test_opq_rotation_is_trained_for_the_code_size_and_deterministic(data, tmp_p
     assert (gen(tmp_path / "a.pq") / "pq.faiss").read_bytes() == (gen(tmp_path / "b.pq") / "pq.faiss").read_bytes()
     assert a.spec.build_params()["opq_trained_for_nbits"] == 4
     assert recall_at(a.retriever(num_results=10), vecs, queries, 10) >= 0.15  # 4 bytes a vector; random: 0.003
+
+
+def test_verify_checks_cached_structures_and_changed_vectors_mean_a_rebuild(tmp_path):
+    path = tmp_path / "x.dense"
+    vecs = clustered(400, 16, seed=1)
+    with DenseIndexWriter(path, dim=16) as w:
+        w.add([f"d{i}" for i in range(400)], vecs)
+    index = ptd.DenseIndex(path)
+    q = clustered(1, 16, seed=9)
+    index.hnsw_retriever(num_results=5, m=8)(frame(q))
+    index.verify()
+    [structure] = (gen(index) / "faiss").glob("hnsw-*.faiss")
+    data = structure.read_bytes()
+    structure.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(Exception, match="fails its checksum"):
+        index.verify()
+    structure.write_bytes(data)
+    index.verify()
+    # the vectors change in place under the cached structure: it is rebuilt from them, never used stale
+    other = clustered(400, 16, seed=2)
+    (gen(index) / "vecs.f4").write_bytes(other.tobytes())
+    os.utime(gen(index) / "vecs.f4", ns=(1, 1))
+    res = index.hnsw_retriever(num_results=5, m=8)(frame(q))
+    assert res["docid"].tolist() == np.argsort(-(q @ other.T)[0])[:5].tolist()
+    with pytest.raises(Exception, match="fails its checksum"):
+        index.verify()   # and verify() names the vectors, which no longer match the manifest
