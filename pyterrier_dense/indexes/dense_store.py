@@ -82,10 +82,7 @@ class DenseSnapshot:
 
 def open_dense(path: str | os.PathLike) -> DenseSnapshot:
     """Pin the current generation of the dense index at ``path`` (shared within the process)."""
-    reader = open_reader(path, TYPE, FORMAT)
-    if "dense" not in reader.cache:
-        reader.cache["dense"] = DenseSnapshot(reader)
-    return reader.cache["dense"]
+    return open_reader(path, TYPE, FORMAT).snapshot(DenseSnapshot)
 
 
 class DenseIndexWriter:

@@ -51,10 +51,8 @@ class PQSnapshot:
 
 
 def open_pq(path: str | os.PathLike) -> PQSnapshot:
-    reader = open_reader(path, TYPE, FORMAT)
-    if "snapshot" not in reader.cache:
-        reader.cache["snapshot"] = PQSnapshot(reader)
-    return reader.cache["snapshot"]
+    """Pin the current generation of the compressed index at ``path`` (shared within the process)."""
+    return open_reader(path, TYPE, FORMAT).snapshot(PQSnapshot)
 
 
 def build_pq_index(snapshot, path: str | os.PathLike, spec: PqSpec, *, train_size: int = 100_000,

@@ -247,6 +247,12 @@ class IndexReader:
     def file(self, name: str) -> Path:
         return self.directory / name
 
+    def snapshot(self, make):
+        """The index kind's view of this generation (``make(reader)``), made once per process."""
+        if "snapshot" not in self.cache:
+            self.cache["snapshot"] = make(self)
+        return self.cache["snapshot"]
+
     def verify(self) -> None:
         """Recompute every file's CRC32 and compare with the manifest (reads all bytes once)."""
         for name, info in self.meta.get("files", {}).items():

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from .columns import check_num_results
 from .ranking import sort_and_rank
 
 __all__ = ["ScoreFusion", "RRFusion"]
@@ -48,9 +49,8 @@ class _Fusion(pt.Transformer):
             raise ValueError(f"{len(weights)} weights given for {len(stages)} stages")
         if not all(_is_number(w) for w in weights):
             raise ValueError(f"{name}: weights must be finite numbers, got {weights!r}")
-        if not isinstance(num_results, Integral) or isinstance(num_results, bool) or num_results < 1:
-            raise ValueError(f"num_results must be an int >= 1, got {num_results!r}")
-        self.stages, self.weights, self.num_results = list(stages), [float(w) for w in weights], int(num_results)
+        self.stages, self.weights = list(stages), [float(w) for w in weights]
+        self.num_results = check_num_results(num_results)
 
     def _run(self, i: int, stage: pt.Transformer, inp: pd.DataFrame) -> pd.DataFrame:
         """Stage ``i``'s (qid, docno, score) rows, score as float64; a non-finite score is an error naming the row."""
