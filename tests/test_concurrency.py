@@ -3,7 +3,9 @@ gives one of the two serial results, readers never mix two builds, a pinned gene
 writer that cannot get the lock says who holds it, and a cached FAISS structure is built once.
 
 Every test runs real processes (``python -c CHILD <role> ...``). They meet through marker files in a ``sync``
-directory, so the overlaps the tests need happen on every run, however the processes are scheduled.
+directory, so the overlaps the tests need happen on every run, however the processes are scheduled: a process that
+finds a lock held says so (the package logs "waiting for ..."; a log handler of the child turns that into a marker),
+and the holder keeps the lock until that marker appears.
 """
 import gc
 import json
@@ -58,23 +60,34 @@ CHILD = textwrap.dedent(r'''
                 raise TimeoutError(f"{name} never appeared in {sync}")
             time.sleep(0.002)
 
+    def announce_waiting(sync, me):
+        """Mark waiting-<me> as soon as this process finds a lock held by another (the package logs it then), so the
+        holder can keep the lock until the other is known to be waiting for it: no sleeps, no timing luck."""
+        import logging
+
+        class Announce(logging.Handler):
+            def emit(self, record):
+                if record.getMessage().startswith("waiting for"):
+                    mark(sync, f"waiting-{me}", record.getMessage())
+
+        logging.getLogger("pyterrier_dense").addHandler(Announce())
+
     role, args = sys.argv[1], sys.argv[2:]
 
     if role == "writer":
         # order: "race" (both go at once), "first" (takes the lock first), "second" (tries once the other holds it)
         path, mode, prefix, n, seed, sync, me, other, order = args
         docnos, vecs = records(prefix, int(n), int(seed))
+        announce_waiting(sync, me)
         mark(sync, f"ready-{me}")
         wait_for(sync, "go")
         if order == "second":
             wait_for(sync, f"inside-{other}")
-        mark(sync, f"attempt-{me}")
         with DenseIndexWriter(path, dim=DIM if mode == "overwrite" else None, mode=mode, lock_timeout=60) as w:
             first_in = not os.path.exists(os.path.join(sync, f"inside-{other}"))
             mark(sync, f"inside-{me}")
-            if first_in:   # hold the lock until the other writer is trying to take it
-                wait_for(sync, f"attempt-{other}")
-                time.sleep(0.5)
+            if first_in:   # hold the lock until the other writer has found it held
+                wait_for(sync, f"waiting-{other}")
             for start in range(0, len(docnos), 1000):
                 w.add(docnos[start:start + 1000], vecs[start:start + 1000])
         print(json.dumps({"first_in": first_in}))
@@ -152,7 +165,8 @@ CHILD = textwrap.dedent(r'''
             wait_for(sync, "release")
 
     elif role == "try_lock":
-        path, timeout = args
+        path, sync, timeout = args
+        wait_for(sync, "locked")
         started = time.monotonic()
         try:
             with DenseIndexWriter(path, mode="append", lock_timeout=float(timeout)) as w:
@@ -163,10 +177,21 @@ CHILD = textwrap.dedent(r'''
                               "waited": time.monotonic() - started}))
 
     elif role == "hnsw":
-        path, sync, me = args
+        path, sync, me, other = args
         queries = np.random.default_rng(11).standard_normal((8, DIM)).astype(np.float32)
         frame = pd.DataFrame({"qid": [f"q{i}" for i in range(8)], "query_vec": list(queries)})
         retriever = ptd.DenseIndex(path).hnsw_retriever(num_results=10, m=8)
+        announce_waiting(sync, me)
+        from pyterrier_dense.indexes import faiss_structure
+        build = faiss_structure.build_structure
+
+        def build_when_the_other_waits(*a, **kw):   # called under the structure's lock: keep it until the other waits
+            mark(sync, f"building-{me}")
+            if not os.path.exists(os.path.join(sync, f"building-{other}")):   # else a second build: the test fails
+                wait_for(sync, f"waiting-{other}")
+            return build(*a, **kw)
+
+        faiss_structure.build_structure = build_when_the_other_waits
         mark(sync, f"ready-{me}")
         wait_for(sync, "go")
         res = retriever(frame)
@@ -261,11 +286,11 @@ def test_concurrent_appends_all_land(tmp_path, round):
                              ("append", "b", 3000, 10 * round + 2), "race", "race")
     assert ra[0] == 0, ra[2][-3000:]
     assert rb[0] == 0, rb[2][-3000:]
-    # they did overlap: exactly one took the lock first, and the other had to wait for it
+    # they did overlap: exactly one took the lock first, and the other found it held and waited for it
     first = [json.loads(ra[1])["first_in"], json.loads(rb[1])["first_in"]]
     assert sorted(first) == [False, True]
-    waited = ["waiting for" in ra[2], "waiting for" in rb[2]]
-    assert waited == [not f for f in first], (ra[2][-2000:], rb[2][-2000:])
+    sync = tmp_path / "sync"
+    assert [(sync / "waiting-a").exists(), (sync / "waiting-b").exists()] == [not f for f in first]
 
     state = read_index(path)
     assert len(state["docnos"]) == 6001 and len(set(state["docnos"])) == 6001
@@ -361,11 +386,11 @@ def test_a_writer_that_cannot_get_the_lock_names_its_holder(tmp_path):
     sync.mkdir()
     docnos, vecs = records("d", 5, 3)
     make_index(path, docnos, vecs)
-    holder = start("hold_lock", path, sync)
+    holder, trier = start("hold_lock", path, sync), start("try_lock", path, sync, 0.5)
     try:
-        wait_for(sync, "locked", [holder])
+        wait_for(sync, "locked", [holder, trier])
         assert int((sync / "locked").read_text()) == holder.pid
-        rc, out, err = finish(start("try_lock", path, 0.5))
+        rc, out, err = finish(trier)
         assert rc == 0, err[-3000:]
         result = json.loads(out)
         assert result["error"] == "IndexLockedError"
@@ -380,6 +405,8 @@ def test_a_writer_that_cannot_get_the_lock_names_its_holder(tmp_path):
                 pass
     finally:
         (sync / "release").touch()
+        if trier.poll() is None:
+            trier.kill()
         rc, out, err = finish(holder)
     assert rc == 0, err[-3000:]
     # once released, the lock is free and the index is as it was (the holder appended nothing)
@@ -395,7 +422,7 @@ def test_a_faiss_structure_built_by_two_processes_at_once_is_built_once(tmp_path
     docnos, vecs = records("d", 2000, 4)
     make_index(path, docnos, vecs)
     generation = read_index(path)["generation"]
-    a, b = start("hnsw", path, sync, "a"), start("hnsw", path, sync, "b")
+    a, b = start("hnsw", path, sync, "a", "b"), start("hnsw", path, sync, "b", "a")
     wait_for(sync, "ready-a", [a, b])
     wait_for(sync, "ready-b", [a, b])
     (sync / "go").touch()
@@ -403,6 +430,11 @@ def test_a_faiss_structure_built_by_two_processes_at_once_is_built_once(tmp_path
     assert rca == 0, erra[-3000:]
     assert rcb == 0, errb[-3000:]
     ra, rb = json.loads(outa), json.loads(outb)
+    # one built the structure, holding its lock until the other was waiting for it; the other then loaded it
+    built = sorted(p.name for p in sync.glob("building-*"))
+    assert len(built) == 1
+    other = "a" if built == ["building-b"] else "b"
+    assert sorted(p.name for p in sync.glob("waiting-*")) == [f"waiting-{other}"]
     assert ra == rb   # same results, and the same build report: one structure, built by one of them
     assert len(ra["docno"]) == 80 and set(ra["qid"]) == {f"q{i}" for i in range(8)}
     faiss_dir = path / generation / "faiss"

@@ -230,9 +230,9 @@ def test_dpr_reader_and_token_pooling_are_refused(dpr_towers, tmp_path):
 
 @pytest.mark.slow
 def test_default_model_name_resolves_like_the_cli(minilm, monkeypatch):
-    import huggingface_hub
+    import huggingface_hub.constants as hub_constants
     from pyterrier_dense.models import DEFAULT_MODEL
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the local copy, not the hub
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # the local copy, not the hub
     model = BiEncoderModel(DEFAULT_MODEL, precision="fp32", verbose=False)
     assert model.settings()["model"] == DEFAULT_MODEL  # the portable name, not this machine's install path
     assert (model.pooling, model.normalize, model.max_length, model.dim) == ("mean", True, 256, 384)
