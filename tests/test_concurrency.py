@@ -1,6 +1,7 @@
 """Several processes writing and reading one index at once: concurrent appends all land, an append racing an overwrite
 gives one of the two serial results, readers never mix two builds, a pinned generation survives later builds, a
-writer that cannot get the lock says who holds it, and a cached FAISS structure is built once.
+writer that cannot get the lock says who holds it, a cached FAISS structure is built once, two first builds of one
+path serialise, and writers in two threads of one process wait for each other like processes.
 
 Every test runs real processes (``python -c CHILD <role> ...``). They meet through marker files in a ``sync``
 directory, so the overlaps the tests need happen on every run, however the processes are scheduled: a process that
@@ -53,9 +54,11 @@ CHILD = textwrap.dedent(r'''
             f.write(text)
         os.replace(tmp, os.path.join(sync, name))
 
-    def wait_for(sync, name, timeout=60):
+    def wait_for(sync, name, timeout=60, fail_on=None):
         deadline = time.monotonic() + timeout
         while not os.path.exists(os.path.join(sync, name)):
+            if fail_on and os.path.exists(os.path.join(sync, fail_on)):
+                raise SystemExit(f"{fail_on} appeared while waiting for {name}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} never appeared in {sync}")
             time.sleep(0.002)
@@ -86,8 +89,8 @@ CHILD = textwrap.dedent(r'''
         with DenseIndexWriter(path, dim=DIM if mode == "overwrite" else None, mode=mode, lock_timeout=60) as w:
             first_in = not os.path.exists(os.path.join(sync, f"inside-{other}"))
             mark(sync, f"inside-{me}")
-            if first_in:   # hold the lock until the other writer has found it held
-                wait_for(sync, f"waiting-{other}")
+            if first_in:   # hold the lock until the other writer has found it held (and not got it as well)
+                wait_for(sync, f"waiting-{other}", fail_on=f"inside-{other}")
             for start in range(0, len(docnos), 1000):
                 w.add(docnos[start:start + 1000], vecs[start:start + 1000])
         print(json.dumps({"first_in": first_in}))
@@ -197,6 +200,26 @@ CHILD = textwrap.dedent(r'''
         res = retriever(frame)
         print(json.dumps({"qid": res.qid.tolist(), "docno": res.docno.tolist(), "score": res.score.tolist(),
                           "report": retriever.searcher.build_report(ptd.DenseIndex(path).snapshot())}))
+
+    elif role == "append":
+        # with pause="pause_at_pointer", it stops just before its new pointer replaces pt_meta.json (the pointer's
+        # temporary file is then in the index directory) until the test creates resume-<me>
+        path, prefix, n, seed, sync, me, pause = args
+        docnos, vecs = records(prefix, int(n), int(seed))
+        announce_waiting(sync, me)
+        if pause == "pause_at_pointer":
+            pointer, real_replace = os.path.join(os.path.abspath(path), "pt_meta.json"), os.replace
+
+            def replace(src, dst, *a, **kw):
+                if os.path.abspath(dst) == pointer:
+                    mark(sync, f"paused-{me}")
+                    wait_for(sync, f"resume-{me}")
+                return real_replace(src, dst, *a, **kw)
+
+            os.replace = replace
+        with DenseIndexWriter(path, mode="append", lock_timeout=60) as w:
+            w.add(docnos, vecs)
+
     else:
         raise SystemExit(f"unknown role {role}")
 ''')
@@ -214,13 +237,15 @@ def start(*args) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def finish(child: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
+def finish(child: subprocess.Popen, timeout: float = 90) -> tuple[int, str, str]:
     try:
         out, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        out = None
+    if out is None:   # outside the except block: no chained traceback repeating the whole child script
         child.kill()
         out, err = child.communicate()
-        pytest.fail(f"a child ran more than {timeout} s: {err[-3000:]}")
+        pytest.fail(f"child {child.args[3]} ran more than {timeout} s: {err[-3000:]}")
     return child.returncode, out, err
 
 
@@ -248,7 +273,7 @@ def read_index(path) -> dict:
     state = {"docnos": list(snap.docnos[np.arange(snap.count)]), "vectors": np.array(snap.vectors),
              "generation": snap.reader.generation}
     del index, snap
-    gc.collect()   # a snapshot and its reader refer to each other: release the lock on the generation now
+    gc.collect()
     return state
 
 
@@ -447,3 +472,72 @@ def test_a_faiss_structure_built_by_two_processes_at_once_is_built_once(tmp_path
         "query_vec": list(np.random.default_rng(11).standard_normal((8, DIM)).astype(np.float32))}))
     assert len(set(exact.docno) & set(ra["docno"])) >= 60
     gc.collect()
+
+
+def test_two_processes_creating_the_same_index_at_once(tmp_path):
+    """Two appends to a path where no index is yet: the second waits for the first and extends what it wrote. The
+    first is held just before its pointer swap (its new pointer's temporary file is in the directory) while the
+    second starts."""
+    path, sync = tmp_path / "x.dense", tmp_path / "sync"
+    sync.mkdir()
+    a_docnos, a_vecs = records("a", 500, 31)
+    b_docnos, b_vecs = records("b", 500, 32)
+    a = start("append", path, "a", 500, 31, sync, "a", "pause_at_pointer")
+    b = None
+    try:
+        wait_for(sync, "paused-a", [a])
+        b = start("append", path, "b", 500, 32, sync, "b", "no_pause")
+        while not (sync / "waiting-b").exists() and b.poll() is None:   # b waits for the lock, or has failed
+            time.sleep(0.005)
+        (sync / "resume-a").touch()
+        (rca, _, erra), (rcb, _, errb) = finish(a), finish(b)
+    finally:
+        (sync / "resume-a").touch()
+        for c in (a, b):
+            if c is not None and c.poll() is None:
+                c.kill()
+                c.wait()
+    assert rca == 0, erra[-3000:]
+    assert rcb == 0, errb[-3000:]
+    state = read_index(path)
+    assert state["docnos"] == a_docnos + b_docnos
+    assert np.array_equal(state["vectors"], np.concatenate([a_vecs, b_vecs]))
+
+
+def test_two_threads_appending_at_once_both_land(tmp_path):
+    """Threads of one process are writers too: the second waits for the first (lock_timeout=None), as a second
+    process would."""
+    import threading
+    path = tmp_path / "x.dense"
+    base_docnos, base_vecs = records("base", 1, 41)
+    make_index(path, base_docnos, base_vecs)
+    inside, errors = threading.Event(), []
+    a_docnos, a_vecs = records("a", 100, 42)
+    b_docnos, b_vecs = records("b", 100, 43)
+
+    def first():
+        try:
+            with DenseIndexWriter(path, mode="append") as w:
+                inside.set()
+                time.sleep(0.3)   # only so the second surely waits: the outcome does not depend on it
+                w.add(a_docnos, a_vecs)
+        except Exception as e:
+            errors.append(e)
+            inside.set()
+
+    def second():
+        inside.wait(30)
+        try:
+            with DenseIndexWriter(path, mode="append", lock_timeout=30) as w:
+                w.add(b_docnos, b_vecs)
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    state = read_index(path)
+    assert state["docnos"] == base_docnos + a_docnos + b_docnos

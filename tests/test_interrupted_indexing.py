@@ -49,7 +49,7 @@ def read_index(path) -> dict:
     state = {"docnos": list(snap.docnos[np.arange(snap.count)]), "vectors": np.array(snap.vectors),
              "generation": snap.reader.generation, "count": snap.count}
     del index, snap
-    gc.collect()   # a snapshot and its reader refer to each other: release the reader's lock on its generation now
+    gc.collect()
     return state
 
 
@@ -68,12 +68,15 @@ def builds(path) -> list[str]:
     return sorted(p for p in os.listdir(path) if p.startswith("build-"))
 
 
-def run_crashing_child(path, mode: str, phase: str, index_before: bool, new_count: int) -> int:
+def run_crashing_child(path, mode: str, phase: str | None, index_before: bool, new_count: int,
+                       script: str = CHILD) -> int:
     """Run the indexing child with the fault at ``phase``; while it runs, check the path as a reader would: there is
     always an index when there was one before, and whatever index is there opens and holds the old or the new
     document count."""
-    env = {**os.environ, FAULT_ENV: phase}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), mode, str(NEW_N), str(NEW_SEED)], env=env,
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    if phase is not None:
+        env[FAULT_ENV] = phase
+    child = subprocess.Popen([sys.executable, "-c", script, str(path), mode, str(NEW_N), str(NEW_SEED)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     allowed = {OLD_N, new_count} if index_before else {new_count}
     try:
@@ -91,7 +94,7 @@ def run_crashing_child(path, mode: str, phase: str, index_before: bool, new_coun
             child.kill()
             child.wait()
     gc.collect()
-    assert "finished" not in out, f"the child finished without crashing at {phase}: {err[-2000:]}"
+    assert "finished" not in out, f"the child finished without crashing ({phase}): {err[-2000:]}"
     return child.returncode
 
 
@@ -162,6 +165,39 @@ def test_crash_at_each_publish_phase(tmp_path, phase, index_before, mode):
     assert generations(path) == [state["generation"]]
     assert sorted(os.listdir(path)) == sorted([LOCK, META, state["generation"]])
     assert os.listdir(tmp_path) == ["victim.dense"]
+
+
+def crash_while_writing_the_pointer(tmp_path, index_before: bool):
+    """A build killed between writing the new pointer's temporary file and renaming it over ``pt_meta.json``."""
+    path = tmp_path / "victim.dense"
+    old_docnos, old_vecs = records("old", OLD_N, OLD_SEED)
+    if index_before:
+        with DenseIndexWriter(path, dim=DIM) as w:
+            w.add(old_docnos, old_vecs)
+    rc = run_crashing_child(path, "overwrite", "during_swap", index_before, NEW_N)
+    assert rc == 99
+    return path, old_docnos, old_vecs
+
+
+@pytest.mark.parametrize("index_before", [False, True], ids=["no_index_before", "index_before"])
+def test_a_crash_while_writing_the_pointer_leaves_the_previous_state(tmp_path, index_before):
+    path, old_docnos, old_vecs = crash_while_writing_the_pointer(tmp_path, index_before)
+    if index_before:
+        assert_holds(path, old_docnos, old_vecs)
+    else:
+        assert not ptd.DenseIndex(path).exists()
+        with pytest.raises(FileNotFoundError, match="interrupted"):
+            ptd.DenseIndex(path).count
+
+
+@pytest.mark.parametrize("index_before", [False, True], ids=["no_index_before", "index_before"])
+def test_a_crash_while_writing_the_pointer_does_not_block_or_litter_the_next_build(tmp_path, index_before):
+    path, _, _ = crash_while_writing_the_pointer(tmp_path, index_before)
+    fresh_docnos, fresh_vecs = records("fresh", 3, FRESH_SEED)
+    with DenseIndexWriter(path, dim=DIM, mode="overwrite" if index_before else "error", lock_timeout=10) as w:
+        w.add(fresh_docnos, fresh_vecs)
+    state = assert_holds(path, fresh_docnos, fresh_vecs)
+    assert sorted(os.listdir(path)) == sorted([LOCK, META, state["generation"]])
 
 
 def test_a_build_that_completes_leaves_only_its_generation(tmp_path):

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
 import weakref
@@ -97,7 +98,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, fault: str = "") -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``: never a half-written file there."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
@@ -105,12 +106,14 @@ def write_atomically(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if fault:
+            fault_point(fault)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-_HELD: set[str] = set()   # lock files this process holds
+_HELD: set[tuple] = set()   # (lock file, thread) pairs held by this process; other threads wait on the flock
 
 
 class file_lock:
@@ -122,9 +125,9 @@ class file_lock:
         self._fd: int | None = None
 
     def __enter__(self) -> "file_lock":
-        key = os.path.abspath(self.path)
-        if key in _HELD:   # flock is per open file: waiting here for a lock this process holds would never end
-            raise IndexLockedError(f"{self.what} is already being written by this process; finish that build first")
+        key = (os.path.abspath(self.path), threading.get_ident())
+        if key in _HELD:   # this thread holds it already: waiting for it here would never end
+            raise IndexLockedError(f"{self.what} is already being written by this thread; finish that build first")
         started, announced = time.monotonic(), False
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -136,7 +139,7 @@ class file_lock:
                     raise
                 waited = time.monotonic() - started
                 if self.timeout is not None and waited >= self.timeout:
-                    raise IndexLockedError(f"{self.what} is locked by {self.holder()}; gave up after {waited:.0f} s "
+                    raise IndexLockedError(f"{self.what} is locked by {self.holder()}; gave up after {waited:.1f} s "
                                            "(wait longer with lock_timeout=None)") from None
                 if not announced:
                     log.warning("waiting for %s, locked by %s", self.what, self.holder())
@@ -170,7 +173,7 @@ class file_lock:
         if self._fd is not None:
             os.close(self._fd)   # closing releases the flock
             self._fd = None
-            _HELD.discard(os.path.abspath(self.path))
+            _HELD.discard((os.path.abspath(self.path), threading.get_ident()))
 
 
 class ArrayWriter:
@@ -215,6 +218,11 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
+def _ours(name: str) -> bool:
+    """Whether a name in an index directory is one this storage writes."""
+    return name in (LOCK_FILE, META_FILE) or name.startswith(("build-", f"{META_FILE}.tmp-")) or is_generation(name)
+
+
 def is_generation(name: str) -> bool:
     return re.fullmatch(r"g\d{6}-[0-9a-f]{8}", name) is not None
 
@@ -237,6 +245,7 @@ class IndexReader:
         self.path, self.directory, self.meta = path, directory, meta
         self._lock_fd = lock_fd
         self.cache: dict = {}   # per-generation derived data (memory maps, decoded docnos) kept by index kinds
+        self._snapshot = None
         if lock_fd is not None:
             self._finalizer = weakref.finalize(self, os.close, lock_fd)
 
@@ -248,10 +257,13 @@ class IndexReader:
         return self.directory / name
 
     def snapshot(self, make):
-        """The index kind's view of this generation (``make(reader)``), made once per process."""
-        if "snapshot" not in self.cache:
-            self.cache["snapshot"] = make(self)
-        return self.cache["snapshot"]
+        """The index kind's view of this generation (``make(reader)``), shared while anyone holds it. It is kept
+        by a weak reference, so the pin ends as soon as the last user lets go (no reference cycle to collect)."""
+        snap = self._snapshot() if self._snapshot is not None else None
+        if snap is None:
+            snap = make(self)
+            self._snapshot = weakref.ref(snap)
+        return snap
 
     def verify(self) -> None:
         """Recompute every file's CRC32 and compare with the manifest (reads all bytes once)."""
@@ -379,17 +391,16 @@ class IndexBuild:
     def __enter__(self) -> "IndexBuild":
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"{self.path} is a file, not an index directory")
-        if self.path.is_dir() and not (self.path / META_FILE).exists():
-            foreign = [p.name for p in self.path.iterdir()
-                       if not (p.name == LOCK_FILE or p.name.startswith("build-") or is_generation(p.name))]
-            if foreign:
-                raise IndexExistsError(self.path, f"{self.path} is a directory that is not an index (it holds "
-                                       f"{sorted(foreign)[:3]}); choose another path")
         self._created_dir = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock.__enter__()
         try:
             exists = (self.path / META_FILE).exists()
+            if not exists:
+                foreign = [p.name for p in self.path.iterdir() if not _ours(p.name)]
+                if foreign:
+                    raise IndexExistsError(self.path, f"{self.path} is a directory that is not an index (it holds "
+                                           f"{sorted(foreign)[:3]}); choose another path")
             if exists and self.mode == "error":
                 raise IndexExistsError(self.path, f"{self.path} already exists; pass mode='overwrite' to replace it "
                                        "or mode='append' to add documents to it")
@@ -414,7 +425,9 @@ class IndexBuild:
             except CorruptIndexError:
                 current = None
         for entry in self.path.iterdir():
-            if entry.name.startswith("build-") and entry.is_dir():
+            if entry.name.startswith(f"{META_FILE}.tmp-"):
+                entry.unlink(missing_ok=True)   # a pointer a killed build never swapped in
+            elif entry.name.startswith("build-") and entry.is_dir():
                 try:
                     host = json.loads((entry / BUILDER_FILE).read_text()).get("host")
                 except (OSError, ValueError):
@@ -481,7 +494,8 @@ class IndexBuild:
         os.replace(self.tmp, self.path / generation)
         _fsync_dir(self.path)
         fault_point("after_rename")
-        write_atomically(self.path / META_FILE, json.dumps({**meta, "generation": generation}, indent=1).encode())
+        write_atomically(self.path / META_FILE, json.dumps({**meta, "generation": generation}, indent=1).encode(),
+                         fault="during_swap")
         _fsync_dir(self.path)
         self.published = True
         fault_point("after_swap")
