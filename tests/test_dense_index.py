@@ -202,7 +202,7 @@ def test_append_refuses_to_mix_encoded_and_given_vectors(tmp_path):
 
 def test_a_nested_build_of_the_same_index_fails_instead_of_waiting_for_itself(tmp_path):
     build(tmp_path / "x.dense", n=6)
-    with pytest.raises(IndexLockedError, match="already being written by this process"):
+    with pytest.raises(IndexLockedError, match="already being written by this thread"):
         with DenseIndexWriter(tmp_path / "x.dense", mode="append") as w:
             w.add(["new"], random_vectors(1, 8))
             build(tmp_path / "x.dense", n=10, mode="overwrite")
@@ -301,3 +301,28 @@ def test_a_directory_that_is_not_an_index_is_never_written_into(tmp_path):
         with DenseIndexWriter(tmp_path / "mine", dim=4, mode="overwrite") as w:
             w.add(["a"], random_vectors(1, 4))
     assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+
+
+def test_an_index_of_the_older_format_says_to_rebuild_and_overwrite_replaces_it(tmp_path):
+    path = tmp_path / "old.dense"
+    path.mkdir()
+    (path / "vecs.f4").write_bytes(b"\0" * 32)
+    (path / "docnos.npy").write_bytes(b"x")
+    (path / "pt_meta.json").write_text(json.dumps({"type": "dense_index", "format": "pyterrier_dense",
+                                                   "format_version": 1, "count": 2, "dim": 4, "dtype": "float32",
+                                                   "files": {"vecs.f4": {"bytes": 32, "crc32": 0},
+                                                             "docnos.npy": {"bytes": 1, "crc32": 0}}}))
+    with pytest.raises(CorruptIndexError, match="older pyterrier-dense \\(format 1\\); rebuild it"):
+        ptd.DenseIndex(path).count
+    index, _ = build(path, n=4, mode="overwrite")
+    assert index.count == 4
+    assert not (path / "vecs.f4").exists() and not (path / "docnos.npy").exists()
+
+
+def test_a_generation_copied_out_on_its_own_is_an_index(tmp_path):
+    import shutil
+    index, vecs = build(tmp_path / "x.dense", n=5)
+    shutil.copytree(generation(tmp_path / "x.dense"), tmp_path / "copy.dense")
+    copy = ptd.DenseIndex(tmp_path / "copy.dense")
+    np.testing.assert_array_equal(copy.vectors, vecs)
+    copy.verify()

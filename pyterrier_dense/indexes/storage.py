@@ -391,16 +391,13 @@ class IndexBuild:
     def __enter__(self) -> "IndexBuild":
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"{self.path} is a file, not an index directory")
+        self._refuse_foreign()   # before creating anything in a directory that is not ours
         self._created_dir = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock.__enter__()
         try:
             exists = (self.path / META_FILE).exists()
-            if not exists:
-                foreign = [p.name for p in self.path.iterdir() if not _ours(p.name)]
-                if foreign:
-                    raise IndexExistsError(self.path, f"{self.path} is a directory that is not an index (it holds "
-                                           f"{sorted(foreign)[:3]}); choose another path")
+            self._refuse_foreign()
             if exists and self.mode == "error":
                 raise IndexExistsError(self.path, f"{self.path} already exists; pass mode='overwrite' to replace it "
                                        "or mode='append' to add documents to it")
@@ -413,6 +410,14 @@ class IndexBuild:
             self._release(failed=True)
             raise
         return self
+
+    def _refuse_foreign(self) -> None:
+        if not self.path.is_dir() or (self.path / META_FILE).exists():
+            return
+        foreign = [p.name for p in self.path.iterdir() if not _ours(p.name)]
+        if foreign:
+            raise IndexExistsError(self.path, f"{self.path} is a directory that is not an index (it holds "
+                                   f"{sorted(foreign)[:3]}); choose another path")
 
     def _sweep(self) -> None:
         """Under the write lock: remove unfinished builds of this host (their builders are dead, as we hold the
@@ -475,9 +480,11 @@ class IndexBuild:
                 crc = crc32_of(full)
             files[name] = {"bytes": full.stat().st_size, "crc32": crc}
         seq = _generation_seq(self.current.generation if self.current else None)
+        previous = {}
         if (self.path / META_FILE).exists():
             try:
-                seq = max(seq, _generation_seq(_read_meta(self.path).get("generation")))
+                previous = _read_meta(self.path)
+                seq = max(seq, _generation_seq(previous.get("generation")))
             except CorruptIndexError:
                 pass
         generation = f"g{seq + 1:06d}-{self.token}"
@@ -499,6 +506,10 @@ class IndexBuild:
         _fsync_dir(self.path)
         self.published = True
         fault_point("after_swap")
+        if previous and not previous.get("generation"):   # it replaced a flat index (an older format, or a copy)
+            for name in previous.get("files", {}):
+                if not _ours(name):
+                    (self.path / name).unlink(missing_ok=True)
         self.current = None
         self._sweep()
         return self.path
