@@ -41,7 +41,7 @@ def log(msg: str) -> None:
 
 
 def default_model() -> str:
-    from pyterrier_dense.experiment import DEFAULT_MODEL, resolve_model
+    from pyterrier_dense.models.default_model import DEFAULT_MODEL, resolve_model
     return resolve_model(DEFAULT_MODEL)
 
 
@@ -178,13 +178,14 @@ def run_synthetic(n: int, dim: int = 384, n_queries: int = 200) -> dict:
     _, truth = index.search(queries, 10)
     out = {"documents": n, "exact_ms_per_query": 1000 * exact_s / n_queries}
     t = time.perf_counter()
+    snap = index.snapshot()
     hnsw = index.hnsw_retriever(10, m=32, ef_construction=80).searcher
-    hnsw.structure()
+    hnsw.build_report(snap)   # builds (and caches) the structure
     out["hnsw_build_s"] = round(time.perf_counter() - t, 1)
     for ef in (16, 32, 64, 128, 256):
         searcher = index.hnsw_retriever(10, m=32, ef_construction=80, ef_search=ef).searcher
-        seconds = median_seconds(lambda: searcher.search(queries, 10), 3)
-        _, rows = searcher.search(queries, 10)
+        seconds = median_seconds(lambda: searcher.search(snap, queries, 10), 3)
+        _, rows = searcher.search(snap, queries, 10)
         recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth)]))
         log(f"hnsw ef_search={ef}: recall@10 {recall:.3f}, {1000 * seconds / n_queries:.3f} ms/query")
         out[f"hnsw_ef{ef}"] = {"recall@10": recall, "ms_per_query": 1000 * seconds / n_queries}
@@ -193,11 +194,11 @@ def run_synthetic(n: int, dim: int = 384, n_queries: int = 200) -> dict:
                         "hnsw_speedup_vs_exact": exact_s / seconds})
     t = time.perf_counter()
     ivfpq = index.pq_retriever(10, m=48, nbits=8, nlist=4096, nprobe=32, train_size=200_000).searcher
-    ivfpq.structure()
-    _, rows = ivfpq.search(queries, 10)
+    ivfpq.build_report(snap)
+    _, rows = ivfpq.search(snap, queries, 10)
     out.update({"ivfpq_build_s": round(time.perf_counter() - t, 1), "ivfpq_config": "IVF4096,PQ48x8 nprobe=32",
                 "ivfpq_recall@10": float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth)])),
-                "ivfpq_memory_ratio_vs_float32": ivfpq.size()["bytes"] / (n * dim * 4)})
+                "ivfpq_memory_ratio_vs_float32": ivfpq.size(snap)["bytes"] / (n * dim * 4)})
     return out
 
 
