@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -19,7 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face model name or local path")
     e.add_argument("--split", default="test")
     e.add_argument("--index-dir", default="indexes", help="where indexes are built and cached")
-    e.add_argument("--out", default=None, help="write the results as JSON here")
+    e.add_argument("--out", default=None, help="write the results (significance and per-query values included) "
+                                                "as JSON here")
+    e.add_argument("--plot", default=None, metavar="PNG",
+                   help="draw per-query nDCG@10 differences against BM25 into this image (needs matplotlib)")
 
     i = sub.add_parser("index", help="encode a collection into a dense index")
     i.add_argument("--collection", required=True)
@@ -38,10 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--collection", default=None, help="show document texts from this collection")
     s.add_argument("--no-check-encoder", action="store_true",
                    help="search even if the index was built with another encoder configuration")
+    for command in (e, i, s):
+        command.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notices")
     return p
 
 
-def _check_writable(path: str) -> None:
+def _check_writable(path: str, flag: str = "--out") -> None:
     """Fail now, not after the run, when ``path`` cannot be written; its directory is created if missing."""
     p = Path(path)
     existed = p.exists()
@@ -50,24 +56,38 @@ def _check_writable(path: str) -> None:
         with open(p, "a"):
             pass
     except OSError as e:
-        raise OSError(f"cannot write --out {path}: {e.strerror or e}") from None
+        raise OSError(f"cannot write {flag} {path}: {e.strerror or e}") from None
     if not existed:
         p.unlink()
 
 
+def _check_plot(path: str) -> None:
+    """Fail now, not after the run, when ``--plot`` cannot be drawn or written."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'pyterrier-dense[demo]' (or pip install matplotlib)") \
+            from None
+    _check_writable(path, "--plot")
+
+
 def _experiment(args) -> None:
     from .collection import Collection
-    from .experiment import run_experiment
+    from .experiment import format_table, plot_per_query, run_experiment
     if args.out:
         _check_writable(args.out)
-    table, summary = run_experiment(Collection(args.collection), args.model, args.split, args.index_dir)
-    import pandas as pd
-    with pd.option_context("display.max_columns", None, "display.width", 200):
-        print(table.to_string(index=False))
+    if args.plot:
+        _check_plot(args.plot)
+    table, summary = run_experiment(Collection(args.collection), args.model, args.split, args.index_dir,
+                                    verbose=not args.quiet)
+    print(format_table(summary))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(summary, f, indent=2)
         print(f"wrote {args.out}")
+    if args.plot:
+        plot_per_query(summary, args.plot)
+        print(f"wrote {args.plot}")
 
 
 def _index(args) -> None:
@@ -106,8 +126,13 @@ def _search(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .stages.progress import log, quiet
+    level = log.level
+    if args.quiet:
+        log.setLevel(logging.ERROR)   # notices and bars alike (see pyterrier_dense.stages.progress)
     try:
-        {"experiment": _experiment, "index": _index, "search": _search}[args.command](args)
+        with quiet(args.quiet):
+            {"experiment": _experiment, "index": _index, "search": _search}[args.command](args)
     except (OSError, ValueError, ImportError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"pyterrier-dense: error: {message}", file=sys.stderr)
@@ -115,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pyterrier-dense: interrupted (no index was left half-written)", file=sys.stderr)
         return 130
+    finally:
+        log.setLevel(level)
     return 0
 
 

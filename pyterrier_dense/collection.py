@@ -6,16 +6,44 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 
-__all__ = ["Collection"]
+from .stages.progress import announce_total
+
+__all__ = ["Collection", "CorpusIter"]
 
 
 def _join(title, text) -> str:
     title, text = (title or "").strip(), (text or "").strip()
     return f"{title} {text}".strip() if title else text
+
+
+class CorpusIter(Iterator[dict]):
+    """The documents of a collection, one pass: an iterator that also knows how many documents it has left.
+
+    ``len()`` counts the corpus (once per collection). When the first document is taken, it tells an indexer
+    downstream how many to expect (:func:`~pyterrier_dense.stages.progress.announce_total`), so the indexing bar of
+    ``(enc >> index.indexer()).index(collection.corpus_iter())`` shows n/total and the time left, although
+    PyTerrier hands the indexer a generator of its own.
+    """
+
+    def __init__(self, docs: Iterator[dict], count: Callable[[], int]):
+        self._docs, self._count, self._taken = docs, count, 0
+
+    def __iter__(self) -> "CorpusIter":
+        return self
+
+    def __next__(self) -> dict:
+        if not self._taken:
+            announce_total(self._count)
+        doc = next(self._docs)
+        self._taken += 1
+        return doc
+
+    def __len__(self) -> int:
+        return max(self._count() - self._taken, 0)
 
 
 class Collection:
@@ -123,8 +151,12 @@ class Collection:
         return pd.DataFrame({"qid": qids, "docno": docnos, "label": labels})
 
     # ---- public --------------------------------------------------------------------------------------------
-    def corpus_iter(self) -> Iterator[dict]:
-        """Yield ``{"docno", "text"}`` per document (title joined to text)."""
+    def corpus_iter(self) -> CorpusIter:
+        """``{"docno", "text"}`` per document (title joined to text), as a :class:`CorpusIter`: an iterator with a
+        ``len()``, whose size reaches the indexing progress bar even through ``enc >> index.indexer()``."""
+        return CorpusIter(self._docs(), self.num_docs)
+
+    def _docs(self) -> Iterator[dict]:
         if self._irds is not None:
             for doc in self._irds.get_corpus_iter():
                 yield {"docno": str(doc["docno"]), "text": _join(doc.get("title"), doc.get("text"))}
@@ -175,7 +207,7 @@ class Collection:
                      for d in store.get_many_iter(list(dict.fromkeys(docnos)))}
         else:
             if self._texts is None:
-                self._texts = {d["docno"]: d["text"] for d in self.corpus_iter()}
+                self._texts = {d["docno"]: d["text"] for d in self._docs()}
             texts = self._texts
         try:
             return [texts[d] for d in docnos]

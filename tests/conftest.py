@@ -79,6 +79,30 @@ def minilm() -> str:
     return os.path.join(os.path.dirname(pkg.__file__), "model")
 
 
+@pytest.fixture(scope="session")
+def scifact_indexes(minilm, tmp_path_factory):
+    """SciFact's PISA index and MiniLM dense index, built once per test session (about 10 minutes of the suite on
+    2 CPU cores, nearly all of it encoding): slow tests share them rather than build their own. A namespace with
+    ``collection``, ``index_dir`` (as ``run_experiment``/``build_systems`` lay it out), ``dense`` (the DenseIndex)
+    and ``bm25`` (PISA BM25, 1000 results)."""
+    pytest.importorskip("pyterrier_pisa", reason="BM25 comes from pyterrier-pisa")
+    import types
+    import pyterrier_dense as ptd
+    from pyterrier_dense.experiment import build_systems
+    collection = ptd.Collection(shared_collection("scifact"))
+    index_dir = tmp_path_factory.mktemp("scifact_indexes")
+    systems = build_systems(collection, minilm, index_dir, verbose=False)
+    dense = ptd.DenseIndex(next(index_dir.glob("*.dense")))
+    return types.SimpleNamespace(collection=collection, index_dir=index_dir, dense=dense, bm25=systems["bm25"])
+
+
+@pytest.fixture(scope="session")
+def scifact_experiment(minilm, scifact_indexes):
+    """The main job on SciFact's test split over the shared indexes: ``(table, summary)`` of ``run_experiment``."""
+    from pyterrier_dense.experiment import run_experiment
+    return run_experiment(scifact_indexes.collection, minilm, "test", scifact_indexes.index_dir, verbose=False)
+
+
 def shared_collection(name: str) -> Path:
     path = SHARED_DATA / name
     if not (path / "corpus.jsonl").exists():

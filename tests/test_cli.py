@@ -109,3 +109,149 @@ def test_experiment_writes_results_json(tmp_path, capsys, monkeypatch):
     assert summary["systems"]["bm25"]["R@100"] == 1.0 and summary["systems"]["dense"]["R@100"] == 1.0
     assert summary["systems"]["bm25"]["AP"] == summary["systems"]["dense"]["AP"] == 0.75
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+# ---- the main job as a newcomer meets it --------------------------------------------------------------------------
+import logging
+import os
+
+import numpy as np
+
+import pyterrier_dense as ptd
+from pyterrier_dense.experiment import build_bm25, run_experiment
+
+
+def fake_runs(qids=("q1", "q2", "q3", "q4")):
+    """bm25; "same", identical to it (no p-value); "dense", better than bm25 on two queries, worse on one."""
+    def run(first_for):
+        rows = [(q, d, 2.0 if d == first_for(q) else 1.0) for q in qids for d in ("d1", "d2")]
+        return pt.Transformer.from_df(pd.DataFrame(rows, columns=["qid", "docno", "score"]))
+    relevant = {q: "d1" if i % 2 == 0 else "d2" for i, q in enumerate(qids)}
+    return {"bm25": run(lambda q: "d2"), "same": run(lambda q: "d2"),
+            "dense": run(lambda q: relevant[q] if q != qids[-1] else ("d1" if relevant[q] == "d2" else "d2"))}
+
+
+def write_beir4(root):
+    beir = write_tiny_beir(root)
+    qids = ["q1", "q2", "q3", "q4"]
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": q}) + "\n" for q in qids))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{'d1' if i % 2 == 0 else 'd2'}\t1\n" for i, q in enumerate(qids)))
+    return beir
+
+
+def test_experiment_prints_a_compact_table_and_writes_significance(tmp_path, capsys, monkeypatch):
+    beir = write_beir4(tmp_path / "tiny")
+    monkeypatch.setattr(pyterrier_dense.experiment, "build_systems", lambda *a, **k: fake_runs())
+    out = tmp_path / "results.json"
+    assert main(["experiment", "--collection", str(beir), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["system", "nDCG@10", "R@100", "AP", "p", "nDCG@10", "p", "R@100", "p", "AP"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:4]}
+    assert rows["bm25"][3:] == ["–"] * 3 and rows["same"][3:] == ["–"] * 3    # no test: the same values as bm25
+    assert not any(v.endswith("*") for v in rows["same"])
+    assert lines[4].startswith("* differs from bm25: paired t-test, Holm-corrected p < 0.05")
+    summary = json.loads(out.read_text())
+    assert summary["measures"] == ["nDCG@10", "R@100", "AP"] and summary["baseline"] == "bm25"
+    same, dense = summary["significance"]["same"]["nDCG@10"], summary["significance"]["dense"]["nDCG@10"]
+    assert same == {"improved": 0, "degraded": 0, "p_value": None, "p_value_corrected": None, "reject": False}
+    assert (dense["improved"], dense["degraded"]) == (2, 1) and 0 < dense["p_value"] <= dense["p_value_corrected"] <= 1
+    assert dense["reject"] is False and rows["dense"][3] == f"{dense['p_value_corrected']:.3f}"
+    assert set(summary["per_query"]["dense"]["AP"]) == {"q1", "q2", "q3", "q4"}
+    assert "NaN" not in out.read_text()
+
+
+def test_experiment_plot_draws_per_query_differences(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    beir = write_beir4(tmp_path / "tiny")
+    monkeypatch.setattr(pyterrier_dense.experiment, "build_systems", lambda *a, **k: fake_runs())
+    png = tmp_path / "plots" / "per_query.png"
+    assert main(["experiment", "--collection", str(beir), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {png}" in capsys.readouterr().out
+
+
+def test_experiment_plot_without_matplotlib_fails_first(tmp_path, capsys, monkeypatch, no_builds):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # as if it were not installed
+    beir = write_tiny_beir(tmp_path / "tiny")
+    assert main(["experiment", "--collection", str(beir), "--plot", str(tmp_path / "p.png")]) == 2
+    assert "--plot needs matplotlib: pip install 'pyterrier-dense[demo]'" in capsys.readouterr().err
+
+
+def test_pisa_builds_quietly_with_one_bar_of_ours(tmp_path, capfd):
+    pytest.importorskip("pyterrier_pisa", reason="BM25 comes from pyterrier-pisa")
+    adi = ptd.Collection(shared_collection("adi"))
+    bm25 = build_bm25(adi, tmp_path)
+    err = capfd.readouterr().err
+    assert "[info]" not in err and "Create index" not in err and "Storing" not in err
+    assert "BM25 index (PISA)" in err and "82/82" in err
+    assert len(bm25(adi.topics().head(2))) > 0
+    build_bm25(adi, tmp_path)                           # reused: no bar, no log
+    assert capfd.readouterr().err == ""
+
+
+def test_pisa_log_is_shown_when_the_build_fails(tmp_path, capfd, monkeypatch):
+    pyterrier_pisa = pytest.importorskip("pyterrier_pisa", reason="BM25 comes from pyterrier-pisa")
+    def failing_index(self, docs):
+        os.write(2, b"[error] native trouble\n")
+        raise RuntimeError("the build failed")
+    monkeypatch.setattr(pyterrier_pisa.PisaIndex, "index", failing_index)
+    with pytest.raises(RuntimeError, match="the build failed"):
+        build_bm25(ptd.Collection(shared_collection("adi")), tmp_path)
+    err = capfd.readouterr().err
+    assert "building the PISA index failed; its log:" in err and "[error] native trouble" in err
+
+
+@pytest.fixture
+def encode_calls(monkeypatch):
+    """The (role, number of texts) of every BiEncoderModel.encode call."""
+    from pyterrier_dense.models.bi_encoder_model import BiEncoderModel
+    calls, original = [], BiEncoderModel.encode
+    def spy(self, texts, role="doc", **kw):
+        calls.append((role, len(texts)))
+        return original(self, texts, role, **kw)
+    monkeypatch.setattr(BiEncoderModel, "encode", spy)
+    return calls
+
+
+def test_main_job_encodes_the_topics_once_and_says_so_once(tiny_st_model, tmp_path, caplog, encode_calls):
+    pytest.importorskip("pyterrier_pisa", reason="BM25 comes from pyterrier-pisa")
+    adi = ptd.Collection(shared_collection("adi"))
+    with caplog.at_level(logging.WARNING, logger="pyterrier_dense"):
+        run_experiment(adi, tiny_st_model, "test", tmp_path)
+    assert [n for role, n in encode_calls if role == "query"] == [adi.topics()["query"].nunique()]
+    notices = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert sum("queries were longer" in m for m in notices) == 1 and "raise max_length=" in notices[-1]
+    assert sum("documents were longer" in m for m in notices) == 1 and "pt.text.sliding" in notices[0]
+
+
+def test_main_job_progress_and_notices_can_be_silenced(tiny_st_model, tmp_path, capfd, caplog):
+    pytest.importorskip("pyterrier_pisa", reason="BM25 comes from pyterrier-pisa")
+    adi = ptd.Collection(shared_collection("adi"))
+    truncation = lambda: [r for r in caplog.records if "truncated" in r.getMessage()]
+    run_experiment(adi, tiny_st_model, "test", tmp_path / "loud")
+    err = capfd.readouterr().err
+    assert "BM25 index (PISA)" in err and "indexing: 100%" in err and "82/82" in err and len(truncation()) == 2
+    caplog.clear()
+    run_experiment(adi, tiny_st_model, "test", tmp_path / "quiet", verbose=False)
+    err = capfd.readouterr().err
+    assert err == "" and len(truncation()) == 2          # no bars; notices are logging's to configure
+    caplog.clear()
+    logger, level = logging.getLogger("pyterrier_dense"), logging.getLogger("pyterrier_dense").level
+    logger.setLevel(logging.ERROR)          # the standard logging configuration: bars and notices alike
+    try:
+        run_experiment(adi, tiny_st_model, "test", tmp_path / "silent")
+    finally:
+        logger.setLevel(level)
+    assert capfd.readouterr().err == "" and truncation() == []
+
+
+def test_cli_quiet_prints_only_the_results(tiny_st_model, tmp_path, capfd):
+    adi = shared_collection("adi")
+    assert main(["index", "--collection", str(adi), "--model", tiny_st_model, "--index", str(tmp_path / "a.dense")]) == 0
+    captured = capfd.readouterr()
+    assert "indexing: 100%" in captured.err and "82/82" in captured.err   # n/total and time left
+    assert main(["index", "-q", "--collection", str(adi), "--model", tiny_st_model,
+                 "--index", str(tmp_path / "b.dense")]) == 0
+    captured = capfd.readouterr()
+    assert captured.err == "" and "indexed 82 documents" in captured.out
+    assert logging.getLogger("pyterrier_dense").level == logging.NOTSET   # --quiet leaves the logger as it was

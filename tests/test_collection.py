@@ -119,6 +119,29 @@ def test_num_docs(tmp_path, irds_collection):
     assert irds_collection.num_docs() == 3
 
 
+def test_corpus_iter_is_an_iterator_that_knows_its_size(tmp_path, irds_collection):
+    docs = ptd.Collection(write_beir(tmp_path / "tiny")).corpus_iter()
+    assert len(docs) == 2 and iter(docs) is docs
+    assert next(docs)["docno"] == "d1" and len(docs) == 1
+    assert [d["docno"] for d in docs] == ["d2"] and len(docs) == 0
+    assert len(irds_collection.corpus_iter()) == 3
+
+
+def test_corpus_iter_announces_its_size_to_an_indexer_only(tmp_path):
+    from pyterrier_dense.stages.progress import expect_total
+    c = ptd.Collection(write_beir(tmp_path / "tiny"))
+    counted = []
+    c.num_docs = lambda: counted.append(1) or 2
+    next(c.corpus_iter())                       # peeking counts nothing
+    assert counted == []
+    with expect_total() as expected:
+        docs = c.corpus_iter()
+        assert expected.total is None           # announced when the first document is taken
+        for _ in docs:
+            pass
+    assert expected.total == 2 and counted == [1]
+
+
 # ---- malformed lines name the file, the line and the field ------------------------------------------------------
 def write_local(root, corpus, queries=("{\"qid\": \"1\", \"query\": \"q\"}",), qrels=("1 0 a 1",)):
     root.mkdir()

@@ -9,6 +9,14 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "01_dense_retrieval.ipynb"
 ADI = Path(__file__).resolve().parents[2] / "shared" / "data" / "adi"
 SYSTEMS = ["BM25", "Dense", "Re-rank", "Hybrid"]
+COUNT_ENCODES = """
+from pyterrier_dense.models.bi_encoder_model import BiEncoderModel
+_calls, _encode = [], BiEncoderModel.encode
+def _counted(self, texts, role="doc", **kw):
+    _calls.append(role)
+    return _encode(self, texts, role, **kw)
+BiEncoderModel.encode = _counted
+"""
 
 
 def _tagged(nb, tag: str):
@@ -36,6 +44,9 @@ def test_notebook_runs_on_adi(tmp_path, monkeypatch):
     monkeypatch.setenv("PTD_COLLECTION", str(ADI))
     monkeypatch.setenv("PTD_INDEX_DIR", str(tmp_path))
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    # count the query encodings of the whole notebook: a cell before all others, one after
+    nb.cells.insert(0, nbformat.v4.new_code_cell(COUNT_ENCODES))
+    nb.cells.append(nbformat.v4.new_code_cell('print("query encodes:", _calls.count("query"))'))
     client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3", coalesce_streams=True,
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     client.execute()   # raises CellExecutionError, naming the cell, if any cell fails
@@ -51,6 +62,13 @@ def test_notebook_runs_on_adi(tmp_path, monkeypatch):
 
     plot = _tagged(nb, "per-query-plot")
     assert any("image/png" in o.get("data", {}) for o in plot.outputs), "the per-query plot produced no image"
+
+    # one query (the example) encoded before the experiment, the rest once: the systems share the encoder's cache
+    assert "query encodes: 2" in _text_of(nb.cells[-1])
+    # progress with totals; PISA's native log kept out
+    assert "82/82" in _text_of(_tagged(nb, "dense-indexing")) and "82/82" in _text_of(_tagged(nb, "bm25-indexing"))
+    everything = "\n".join(_text_of(c) for c in nb.cells if c.cell_type == "code")
+    assert "[info]" not in everything and "Create index" not in everything and "Storing" not in everything
 
     # the indexes went to PTD_INDEX_DIR, named after the collection, not into the repository
     assert (tmp_path / "adi.pisa").is_dir() and (tmp_path / "adi.minilm.dense").is_dir()

@@ -6,18 +6,14 @@ import pyterrier as pt
 import pytest
 
 import pyterrier_dense as ptd
-from pyterrier_dense.experiment import run_experiment
 from conftest import shared_collection
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def scifact_results(minilm, tmp_path_factory):
-    pytest.importorskip("pyterrier_pisa", reason="BM25 comes from pyterrier-pisa")
-    collection = ptd.Collection(shared_collection("scifact"))
-    table, summary = run_experiment(collection, minilm, "test", tmp_path_factory.mktemp("scifact_indexes"))
-    return summary["systems"]
+@pytest.fixture
+def scifact_results(scifact_experiment):
+    return scifact_experiment[1]["systems"]
 
 
 def test_dense_minilm_on_scifact_matches_the_published_figure(scifact_results):
@@ -28,6 +24,22 @@ def test_dense_minilm_on_scifact_matches_the_published_figure(scifact_results):
 def test_hybrid_beats_both_bm25_and_dense_on_scifact(scifact_results):
     hybrid = scifact_results["hybrid"]["nDCG@10"]
     assert hybrid > scifact_results["bm25"]["nDCG@10"] and hybrid > scifact_results["dense"]["nDCG@10"]
+
+
+def test_hybrid_gain_on_scifact_is_significant(scifact_experiment):
+    table, summary = scifact_experiment
+    hybrid = summary["significance"]["hybrid"]["nDCG@10"]
+    assert hybrid["reject"] and hybrid["p_value_corrected"] < 0.01 and hybrid["improved"] > hybrid["degraded"]
+    assert list(table.columns[1:4]) == ["nDCG@10", "R@100", "AP"]   # in the order asked
+    assert len(summary["per_query"]["hybrid"]["nDCG@10"]) == summary["num_queries"] == 300
+
+
+def test_shared_scifact_indexes_serve_other_pipelines(scifact_indexes, minilm):
+    # what the families to come do: their own stages over the session's indexes, nothing rebuilt
+    enc = ptd.BiEncoder(minilm, verbose=False)
+    topics = scifact_indexes.collection.topics().head(5)
+    rerank = (scifact_indexes.bm25 % 20 >> enc >> scifact_indexes.dense.scorer())(topics)
+    assert rerank.groupby("qid").size().tolist() == [20] * 5
 
 
 def test_fp32_reproduces_sentence_transformers(minilm):

@@ -286,3 +286,125 @@ def test_stages_describe_their_columns(built, tiny_encoder):
         ["qid", "query", "docno", "docid", "score", "rank"]
     assert pt.inspect.transformer_outputs(built.scorer(), ["qid", "query", "docno", "query_vec", "score"]) == \
         ["qid", "query", "docno", "score", "rank"]
+
+
+# ---- progress: the indexing bar knows the corpus size through the pipeline; bars and notices can be silenced ----
+@pytest.fixture
+def bars(monkeypatch):
+    """Every progress bar drawn through pt.tqdm, kept for inspection."""
+    from tqdm import tqdm
+    made = []
+
+    class Recording(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+    monkeypatch.setattr(pt, "tqdm", Recording)
+    return made
+
+
+def test_indexing_bar_shows_the_corpus_size_through_the_pipeline(tiny_encoder, tmp_path, bars):
+    from conftest import shared_collection
+    collection = ptd.Collection(shared_collection("adi"))
+    seen = []                                     # the bar's total when the first batch reaches the encoder
+    peek = pt.apply.generic(lambda df: seen.append([b.total for b in bars if b.desc == "indexing"]) or df)
+    (peek >> tiny_encoder >> ptd.DenseIndex(tmp_path / "a.dense").indexer()).index(collection.corpus_iter())
+    (bar,) = [b for b in bars if b.desc == "indexing"]
+    assert bar.total == bar.n == collection.num_docs() == 82 and seen[0] == [82]
+    # passages outnumber the documents: the bar drops the total rather than run past 100%
+    bars.clear()
+    passages = pt.text.sliding(text_attr="text", length=4, stride=2, prepend_attr=None) >> tiny_encoder
+    (passages >> ptd.DenseIndex(tmp_path / "p.dense").indexer()).index(collection.corpus_iter())
+    (bar,) = [b for b in bars if b.desc == "indexing"]
+    assert bar.n > 82 and bar.total is None
+
+
+def test_an_unsized_source_gives_no_total_and_no_stale_one(tiny_encoder, tmp_path, bars, docs):
+    from pyterrier_dense.stages.progress import announce_total
+    announce_total(lambda: 999)                       # nobody is indexing: a no-op
+    (tiny_encoder >> ptd.DenseIndex(tmp_path / "g.dense").indexer()).index(d for d in docs)
+    (bar,) = [b for b in bars if b.desc == "indexing"]
+    assert (bar.total, bar.n) == (None, len(docs))
+
+
+def test_quiet_and_the_logger_silence_the_bars(tiny_st_model, tmp_path, bars, capsys):
+    import logging
+    from pyterrier_dense.stages.progress import quiet
+    docs = [{"docno": f"d{i}", "text": "gene " * (i + 1)} for i in range(200)]
+    loud = ptd.BiEncoder(tiny_st_model, precision="fp32")            # verbose: an encoding bar and an indexing bar
+    (loud >> ptd.DenseIndex(tmp_path / "v.dense").indexer()).index(docs)
+    err = capsys.readouterr().err
+    assert "encoding documents" in err and "indexing: 200doc" in err
+    with quiet():
+        (loud >> ptd.DenseIndex(tmp_path / "q.dense").indexer()).index(docs)
+    assert capsys.readouterr().err == "" and all(b.disable for b in bars[-1:])
+    logger, level = logging.getLogger("pyterrier_dense"), logging.getLogger("pyterrier_dense").level
+    logger.setLevel(logging.ERROR)
+    try:
+        (loud >> ptd.DenseIndex(tmp_path / "l.dense").indexer()).index(docs)
+        loud(pd.DataFrame({"qid": [str(i) for i in range(200)], "query": [f"gene {i}" for i in range(200)]}))
+    finally:
+        logger.setLevel(level)
+    assert capsys.readouterr().err == ""
+
+
+# ---- the query cache: an experiment's systems share one encoding of each topic ------------------------------------
+def spied_encoder(model_path, query_cache):
+    """A fresh encoder and the (role, count) of every model.encode call it makes."""
+    enc = ptd.BiEncoder(model_path, precision="fp32", verbose=False, query_cache=query_cache)
+    calls = []
+    original = enc.model.encode
+    def spy(texts, role="doc", **kw):
+        calls.append((role, len(texts)))
+        return original(texts, role, **kw)
+    enc.model.encode = spy
+    return enc, calls
+
+
+@pytest.fixture
+def encode_calls(tiny_st_model):
+    """An encoder caching 2 query vectors, and its model.encode calls."""
+    return spied_encoder(tiny_st_model, query_cache=2)
+
+
+def test_query_cache_encodes_each_query_once(encode_calls, tiny_encoder):
+    from pyterrier_dense.stages.columns import ENCODER_ATTR
+    enc, calls = encode_calls
+    topics = pd.DataFrame({"qid": ["1", "2"], "query": ["gene", "light"]})
+    first = enc(topics)
+    second = enc.query_encoder()(topics)          # a role stage shares the cache
+    assert calls == [("query", 2)]
+    np.testing.assert_array_equal(np.stack(first["query_vec"]), np.stack(second["query_vec"]))
+    np.testing.assert_allclose(np.stack(second["query_vec"]), tiny_encoder.model.encode(["gene", "light"], role="query"),
+                               atol=1e-6)
+    assert second.attrs[ENCODER_ATTR] == enc.model.settings()   # still checked by index stages downstream
+    scored = enc.text_scorer()(pd.DataFrame({"qid": ["1"], "query": ["gene"], "docno": ["a"], "text": ["gene study"]}))
+    assert calls == [("query", 2), ("doc", 1)] and len(scored) == 1
+
+
+def test_query_cache_is_bounded_and_follows_the_settings(encode_calls):
+    enc, calls = encode_calls
+    ask = lambda *queries: enc(pd.DataFrame({"qid": [str(i) for i in range(len(queries))], "query": list(queries)}))
+    ask("gene", "light")
+    ask("cell")                                    # holds 2: "gene", the least recently used, goes
+    ask("light", "cell")
+    assert calls == [("query", 2), ("query", 1)] and len(enc._query_cache) == 2
+    ask("gene")
+    assert calls[-1] == ("query", 1)
+    enc.model.max_length = 8                       # other settings, other vectors: the cache starts afresh
+    ask("gene")
+    assert calls[-1] == ("query", 1) and len(calls) == 4
+    enc.clear_query_cache()
+    ask("gene")
+    assert len(calls) == 5
+
+
+def test_without_a_query_cache_every_call_encodes(tiny_st_model, tiny_encoder):
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="query_cache must be an int >= 0"):
+            ptd.BiEncoder(tiny_encoder.model, query_cache=bad)
+    enc, calls = spied_encoder(tiny_st_model, query_cache=0)   # the default: timing a pipeline times the encoder
+    topics = pd.DataFrame({"qid": ["1"], "query": ["gene"]})
+    enc(topics)
+    enc(topics)
+    assert calls == [("query", 1), ("query", 1)]

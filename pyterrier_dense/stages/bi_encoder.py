@@ -1,6 +1,10 @@
 """BiEncoder: the PyTerrier stage around a single-vector encoder."""
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import pandas as pd
 import pyterrier as pt
@@ -9,6 +13,7 @@ from ..models.bi_encoder_model import BiEncoderModel
 from ..models.default_model import DEFAULT_MODEL
 from .ranking import sort_and_rank
 from .columns import ENCODER_ATTR, require_columns, texts_of
+from .progress import show_progress
 
 __all__ = ["BiEncoder"]
 _ROLE_METHODS = {"query": "query_encoder", "doc": "doc_encoder", "score": "text_scorer"}
@@ -27,16 +32,35 @@ class BiEncoder(pt.Transformer):
         dense = enc >> index.retriever(num_results=1000)
         rerank = bm25 >> collection.text_loader() >> enc
 
+    ``query_cache=n`` keeps the vectors of the last ``n`` distinct queries (least recently used go first; at most
+    ``n * dim * 4`` bytes, 15 MB for 10,000 MiniLM queries), so an experiment whose systems share this encoder
+    (dense retrieval, re-ranking, a hybrid) encodes each topic once::
+
+        enc = ptd.BiEncoder(query_cache=10_000)
+        pt.Experiment([enc >> index.retriever(), bm25 >> enc >> index.scorer(), ptd.ScoreFusion(bm25, dense)], ...)
+
+    Off by default, so timing a query pipeline measures the encoder. The cache belongs to this stage and the role
+    stages it hands out, is emptied when the model's settings change, and goes with the stage;
+    ``clear_query_cache()`` empties it at once.
+
     Arguments after ``model`` are passed to :class:`~pyterrier_dense.models.BiEncoderModel` (pooling, normalize,
     query_prefix, doc_prefix, max_length, batch_size, device, precision, query_model, verbose).
     """
 
-    def __init__(self, model: str | BiEncoderModel = DEFAULT_MODEL, *, text_field: str = "text", **model_args):
+    def __init__(self, model: str | BiEncoderModel = DEFAULT_MODEL, *, text_field: str = "text",
+                 query_cache: int = 0, **model_args):
         if not isinstance(model, (str, BiEncoderModel)) and not hasattr(model, "__fspath__"):
             raise TypeError(f"model must be a model name, a local path or a BiEncoderModel, got {type(model).__name__}")
-        self.model = model if isinstance(model, BiEncoderModel) else BiEncoderModel(model, **model_args)
+        if not isinstance(query_cache, int) or isinstance(query_cache, bool) or query_cache < 0:
+            raise ValueError(f"query_cache must be an int >= 0 (the number of query vectors kept), got {query_cache!r}")
+        if isinstance(model, BiEncoderModel):
+            self.model = model
+        else:
+            with _loading_bars(show_progress(model_args.get("verbose", True))):
+                self.model = BiEncoderModel(model, **model_args)
         self.text_field = text_field
         self.role = "auto"
+        self._query_cache = _QueryVectorCache(query_cache) if query_cache else None
 
     @property
     def batch_size(self) -> int:
@@ -89,7 +113,8 @@ class BiEncoder(pt.Transformer):
             return self.transform(pd.DataFrame(records)).to_dict(orient="records")
         frame = pd.DataFrame({"docno": [r.get("docno") for r in records], self.text_field: [r.get(self.text_field) for r in records]})
         vecs = self.model.encode(texts_of(frame, self.text_field, ("docno",), "BiEncoder"), role="doc",
-                                 report_truncation=False)  # the indexer reports once, at the end
+                                 report_truncation=False,  # the indexer reports once, at the end
+                                 progress=self._progress())
         settings = self.model.settings()   # travels with each record: indexers record it in their manifest
         return [{**r, "doc_vec": v, ENCODER_ATTR: settings} for r, v in zip(records, vecs)]
 
@@ -99,15 +124,39 @@ class BiEncoder(pt.Transformer):
             return self._stamped(inp.assign(query_vec=pd.Series(dtype=object)))
         queries = texts_of(inp, "query", ("qid",), "BiEncoder")
         unique, codes = np.unique(np.array(queries, dtype=object), return_inverse=True)
-        vecs = self.model.encode(unique.tolist(), role="query")
+        vecs = self._query_vectors(unique.tolist())
         return self._stamped(inp.assign(query_vec=list(vecs[codes.ravel()])))
 
     def _encode_docs(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, [self.text_field], "BiEncoder.doc_encoder()")
         if not len(inp):
             return self._stamped(inp.assign(doc_vec=pd.Series(dtype=object)))
-        vecs = self.model.encode(texts_of(inp, self.text_field, ("docno",), "BiEncoder"), role="doc")
+        vecs = self.model.encode(texts_of(inp, self.text_field, ("docno",), "BiEncoder"), role="doc",
+                                 progress=self._progress())
         return self._stamped(inp.assign(doc_vec=list(vecs)))
+
+    def _progress(self) -> bool | None:
+        """The model's own choice (its ``verbose``), unless bars are off here (``quiet()``, or the logger)."""
+        return None if show_progress() else False
+
+    def _query_vectors(self, queries: list[str]) -> np.ndarray:
+        """The vectors of distinct ``queries``; with a query cache, only those it lacks are encoded."""
+        cache = self._query_cache
+        if cache is None:
+            return self.model.encode(queries, role="query", progress=self._progress())
+        found = cache.get_many(queries, self.model.settings())
+        missing = [q for q, v in zip(queries, found) if v is None]
+        if missing:
+            new = self.model.encode(missing, role="query", progress=self._progress())
+            cache.put_many(missing, new)
+            fresh = dict(zip(missing, new))
+            found = [fresh[q] if v is None else v for q, v in zip(queries, found)]
+        return np.stack(found) if found else np.empty((0, self.model.dim), dtype=np.float32)
+
+    def clear_query_cache(self) -> None:
+        """Forget the cached query vectors (of this stage and the role stages it handed out)."""
+        if self._query_cache is not None:
+            self._query_cache.clear()
 
     def _stamped(self, out: pd.DataFrame) -> pd.DataFrame:
         """The frame, carrying this encoder's settings in ``attrs`` for index stages to check."""
@@ -122,8 +171,8 @@ class BiEncoder(pt.Transformer):
         queries = texts_of(inp, "query", ("qid",), "BiEncoder")
         texts = texts_of(inp, self.text_field, ("qid", "docno"), "BiEncoder")
         unique_q, q_codes = np.unique(np.array(queries, dtype=object), return_inverse=True)
-        qv = self.model.encode(unique_q.tolist(), role="query")
-        dv = self.model.encode(texts, role="doc")
+        qv = self._query_vectors(unique_q.tolist())
+        dv = self.model.encode(texts, role="doc", progress=self._progress())
         scores = np.einsum("ij,ij->i", qv[q_codes.ravel()], dv)
         out = inp.drop(columns=[c for c in ("score", "rank") if c in inp.columns]).assign(score=scores.astype(np.float64))
         return sort_and_rank(out)
@@ -148,3 +197,62 @@ class BiEncoder(pt.Transformer):
     def __repr__(self) -> str:
         suffix = f".{_ROLE_METHODS[self.role]}()" if self.role in _ROLE_METHODS else ""
         return f"BiEncoder({self.model.model_id!r}){suffix}"
+
+
+@contextlib.contextmanager
+def _loading_bars(show: bool):
+    """Hide transformers' ``Loading weights`` bar unless bars are wanted (``verbose``, ``quiet()``, the logger)."""
+    from transformers.utils import logging as hf_logging
+    hide = not show and hf_logging.is_progress_bar_enabled()
+    if hide:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if hide:
+            hf_logging.enable_progress_bar()
+
+
+class _QueryVectorCache:
+    """Least-recently-used query text -> vector, at most ``size`` entries, valid for one set of encoder settings
+    (a change of the model's settings empties it). Thread-safe."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._settings: dict | None = None
+        self._lock = threading.Lock()
+
+    def get_many(self, queries: list[str], settings: dict) -> list[np.ndarray | None]:
+        with self._lock:
+            if settings != self._settings:
+                self._vectors.clear()
+                self._settings = settings
+            found = []
+            for q in queries:
+                v = self._vectors.get(q)
+                if v is not None:
+                    self._vectors.move_to_end(q)
+                found.append(v)
+            return found
+
+    def put_many(self, queries: list[str], vectors: np.ndarray) -> None:
+        with self._lock:
+            for q, v in zip(queries[-self.size:], vectors[-self.size:]):
+                self._vectors[q] = v.copy()   # a row of its own: the batch matrix is not kept alive
+                self._vectors.move_to_end(q)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._vectors.clear()
+
+    def __getstate__(self) -> dict:   # a pickled stage takes the bound along, not the vectors or the lock
+        return {"size": self.size}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["size"])
+
+    def __len__(self) -> int:
+        return len(self._vectors)

@@ -9,6 +9,7 @@ import pyterrier as pt
 
 from ..indexes.dense_store import DenseIndexWriter
 from .columns import ENCODER_ATTR, vector_problem
+from .progress import expect_total, progress_bar
 
 __all__ = ["DenseIndexer"]
 
@@ -52,10 +53,12 @@ class DenseIndexer(pt.Indexer):
                             f"not a {type(iter).__name__}")
         writer = DenseIndexWriter(self.index_ref.path, dim=self.dim, dtype=self.dtype, mode=self.mode,
                                   lock_timeout=self.lock_timeout)
-        with writer:
+        total = len(iter) if hasattr(iter, "__len__") else None
+        # through enc >> indexer, PyTerrier hands us a generator of its own: a sized source announces its size
+        with writer, progress_bar(desc="indexing", unit="doc", total=total) as bar, \
+                expect_total(lambda n: _show_total(bar, n)):
             docnos, vecs, known, settings = [], [], False, None
-            total = len(iter) if hasattr(iter, "__len__") else None
-            for i, record in enumerate(pt.tqdm(iter, desc="indexing", unit="doc", total=total)):
+            for i, record in enumerate(iter):
                 if not isinstance(record, dict):
                     raise TypeError(f"record {i} is a {type(record).__name__}; index() takes dicts with docno and "
                                     "doc_vec (or a DataFrame)")
@@ -73,14 +76,30 @@ class DenseIndexer(pt.Indexer):
                 vecs.append(record["doc_vec"])
                 if len(docnos) == WRITE_CHUNK:
                     writer.add(docnos, _stack(docnos, vecs, writer.dim))
+                    _advance(bar, len(docnos))
                     docnos, vecs = [], []
             if docnos:
                 writer.add(docnos, _stack(docnos, vecs, writer.dim))
+                _advance(bar, len(docnos))
         _report_truncation()
         return self.index_ref
 
     def __repr__(self) -> str:
         return f"{self.index_ref!r}.indexer(mode={self.mode!r})"
+
+
+def _show_total(bar, total: int) -> None:
+    if bar.total is None:
+        bar.total = total
+        bar.refresh()
+
+
+def _advance(bar, n: int) -> None:
+    """Count a written chunk. Per chunk, not per record: records come in bursts (an encoder's window at a time), and
+    a bar moved by the first record of a burst would extrapolate the time left from it."""
+    if bar.total is not None and bar.n + n > bar.total:   # more records than documents (passages)
+        bar.total = None
+    bar.update(n)
 
 
 def _stack(docnos: list, vecs: list, dim: int | None) -> np.ndarray:
