@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pyterrier as pt
 
 from ..indexes.ann_search import AnnSearcher
 from ..indexes.ann_specs import HnswSpec, IvfSpec, PqSpec

@@ -27,7 +27,9 @@ class VectorIndex(pt.Artifact):
         self._stamp = None
 
     def _open(self):
-        raise NotImplementedError
+        """Pin the current generation and return the kind's snapshot (``open_dense``, ``open_pq``, ...). Each index
+        kind must say how its generation is read, so the base has nothing to fall back on."""
+        raise NotImplementedError(f"{type(self).__name__} must define _open()")
 
     def snapshot(self):
         """The current generation, pinned (re-opened when the index has changed since the last call)."""

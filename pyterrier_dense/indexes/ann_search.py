@@ -5,7 +5,7 @@ from typing import Callable
 
 import numpy as np
 
-from .dense_store import GATHER_BYTES
+from .dense_store import GATHER_BYTES, query_matrix
 from .vector_index import size_report
 
 __all__ = ["AnnSearcher"]
@@ -29,10 +29,7 @@ class AnnSearcher:
         self.spec, self._load, self.rerank, self.name = spec, load, rerank, name
 
     def search(self, snapshot, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != snapshot.dim:
-            raise ValueError(f"query vectors have shape {queries.shape}, but {snapshot.path} holds "
-                             f"{snapshot.dim}-dimensional vectors")
+        queries = query_matrix(snapshot, queries)
         if snapshot.count == 0 or len(queries) == 0:
             return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
         depth = min(max(k, self.rerank), snapshot.count)

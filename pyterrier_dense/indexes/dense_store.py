@@ -11,11 +11,21 @@ from .exact_search import exact_top_k
 from .storage import CorruptIndexError, IndexBuild, IndexReader, open_reader
 from .vector_index import encoder_differences
 
-__all__ = ["DenseSnapshot", "DenseIndexWriter", "open_dense", "TYPE", "FORMAT", "DTYPES", "GATHER_BYTES"]
+__all__ = ["DenseSnapshot", "DenseIndexWriter", "open_dense", "query_matrix", "TYPE", "FORMAT", "DTYPES", "GATHER_BYTES"]
 
 TYPE, FORMAT = "dense_index", "pyterrier_dense"
 DTYPES = {"float32": "vecs.f4", "float16": "vecs.f2"}
 GATHER_BYTES = 1 << 26   # float32 bytes of gathered vectors held at once: 64 MiB
+
+
+def query_matrix(snapshot, query_vecs: np.ndarray) -> np.ndarray:
+    """Query vectors as a contiguous float32 (n, dim) matrix for ``snapshot`` (any index kind with ``dim`` and
+    ``path``); another shape is an error naming the index."""
+    query_vecs = np.ascontiguousarray(query_vecs, dtype=np.float32)
+    if query_vecs.ndim != 2 or query_vecs.shape[1] != snapshot.dim:
+        raise ValueError(f"query vectors have shape {query_vecs.shape}, but {snapshot.path} holds "
+                         f"{snapshot.dim}-dimensional vectors")
+    return query_vecs
 
 
 class DenseSnapshot:
@@ -70,11 +80,7 @@ class DenseSnapshot:
 
     def search(self, query_vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` by inner product: ``(scores, rows)``, best first, ties by row."""
-        query_vecs = np.asarray(query_vecs, dtype=np.float32)
-        if query_vecs.ndim != 2 or query_vecs.shape[1] != self.dim:
-            raise ValueError(f"query vectors have shape {query_vecs.shape}, but {self.path} holds "
-                             f"{self.dim}-dimensional vectors")
-        return exact_top_k(query_vecs, self.vectors, k)
+        return exact_top_k(query_matrix(self, query_vecs), self.vectors, k)
 
     def verify(self) -> None:
         self.reader.verify()

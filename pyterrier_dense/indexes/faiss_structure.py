@@ -89,15 +89,15 @@ def _usable(path: Path, report_path: Path, snapshot) -> dict | None:
     return report
 
 
-_LOADED: dict[tuple, faiss.Index] = {}   # the structures this process has loaded, newest last
+_LOADED: dict[tuple, tuple] = {}   # (structure, report, file) this process has loaded, newest last
 _KEEP_LOADED = 8
 
 
-def _remember(key: tuple, index: faiss.Index) -> faiss.Index:
-    _LOADED[key] = index
+def _remember(key: tuple, loaded: tuple) -> tuple:
+    _LOADED[key] = loaded
     while len(_LOADED) > _KEEP_LOADED:   # bounded: structures of replaced generations do not pile up
         _LOADED.pop(next(iter(_LOADED)))
-    return index
+    return loaded
 
 
 def cached_structure(snapshot, spec, *, train_size: int = 100_000, verbose: bool = True) -> tuple[faiss.Index, dict, Path]:
@@ -109,7 +109,7 @@ def cached_structure(snapshot, spec, *, train_size: int = 100_000, verbose: bool
     report_path = path.with_suffix(".json")
     key = (str(path), tuple(_vectors_stamp(snapshot)))
     if key in _LOADED:
-        return _LOADED[key], json.loads(report_path.read_text()), path
+        return _LOADED[key]   # no file read per search: the report is kept with the structure
     report = _usable(path, report_path, snapshot)
     if report is None:
         if not os.access(snapshot.reader.directory, os.W_OK):
@@ -126,8 +126,8 @@ def cached_structure(snapshot, spec, *, train_size: int = 100_000, verbose: bool
                 report.update(vectors_crc32=crc, vectors_stamp=_vectors_stamp(snapshot), bytes=len(data),
                               crc32=zlib.crc32(data))
                 write_atomically(report_path, json.dumps(report).encode())
-                return _remember(key, index), report, path
-    return _remember(key, faiss.read_index(str(path))), report, path
+                return _remember(key, (index, report, path))
+    return _remember(key, (faiss.read_index(str(path)), report, path))
 
 
 def verify_structures(snapshot) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 
 import faiss
 
@@ -63,8 +64,6 @@ def build_pq_index(snapshot, path: str | os.PathLike, spec: PqSpec, *, train_siz
         structure, report = build_structure(snapshot.vectors, spec, train_size=train_size, seed=spec.seed)
         faiss.write_index(structure, str(build.tmp / STRUCTURE))
         for name in (DATA_FILE, OFFSETS_FILE):
-            with open(snapshot.reader.file(name), "rb") as src, open(build.tmp / name, "wb") as dst:
-                while chunk := src.read(1 << 24):
-                    dst.write(chunk)
+            shutil.copyfile(snapshot.reader.file(name), build.tmp / name)
         build.publish({"count": snapshot.count, "dim": snapshot.dim, "encoder": snapshot.encoder_settings,
                        "source": str(snapshot.path), "report": report})

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-__all__ = ["ENCODER_ATTR", "ColumnsError", "require_columns", "texts_of", "vectors_of", "check_num_results",
+__all__ = ["ENCODER_ATTR", "ColumnsError", "require_columns", "texts_of", "vectors_of", "stack_vectors", "check_num_results",
            "encoder_of"]
 
 # The settings of the encoder that made a frame's vectors travel with the data: in ``DataFrame.attrs`` for frames,
@@ -81,23 +81,35 @@ def vector_problem(v, dim: int | None) -> str | None:
     return None
 
 
+def stack_vectors(values: list, dim: int | None, name_of) -> np.ndarray:
+    """Stack ``values`` into one numeric matrix (dtype kept; object arrays of numbers become float64). A missing,
+    empty, ragged, wrong-sized or non-numeric vector is an error that starts with ``name_of(row)``."""
+    try:
+        matrix = np.stack(values)
+        if matrix.dtype.kind not in "fiub":
+            matrix = matrix.astype(np.float64)
+        if matrix.ndim == 2 and matrix.shape[1] > 0 and (dim is None or matrix.shape[1] == dim):
+            return matrix
+    except (TypeError, ValueError):
+        pass
+    want = dim if dim is not None else (np.shape(values[0])[0] if np.ndim(values[0]) == 1 else None)
+    for i, v in enumerate(values):
+        problem = vector_problem(v, want)
+        if problem:
+            raise ValueError(f"{name_of(i)} {problem}")
+    raise ValueError(f"{name_of(0)}: the vectors do not form one matrix")
+
+
 def vectors_of(inp: pd.DataFrame, column: str, id_columns: tuple[str, ...], stage: str, dim: int | None = None) -> np.ndarray:
     """Stack ``column`` into a float32 matrix, rejecting missing, ragged, wrong-sized, non-numeric and non-finite
     vectors by row."""
     values = inp[column].tolist()
-    try:
-        matrix = np.asarray(np.stack(values), dtype=np.float32) if values else np.empty((0, dim or 0), np.float32)
-        ok = matrix.ndim == 2 and (dim is None or matrix.shape[1] == dim) and matrix.shape[1] > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        for i, v in enumerate(values):
-            problem = vector_problem(v, dim if dim is not None else np.shape(values[0])[0] if np.ndim(values[0]) == 1 else None)
-            if problem:
-                raise ValueError(f"{stage}: {column!r} of {_row_id(inp, i, id_columns)} {problem}")
-        raise ValueError(f"{stage}: {column!r} does not hold one vector per row")
+    if not values:
+        return np.empty((0, dim or 0), np.float32)
+    name_of = lambda i: f"{stage}: {column!r} of {_row_id(inp, i, id_columns)}"
     with np.errstate(over="ignore", invalid="ignore"):
+        matrix = np.asarray(stack_vectors(values, dim, name_of), dtype=np.float32)
         bad = ~np.isfinite(matrix).all(axis=1)
     if bad.any():
-        raise ValueError(f"{stage}: {column!r} of {_row_id(inp, int(np.argmax(bad)), id_columns)} has NaN or infinite values")
+        raise ValueError(f"{name_of(int(np.argmax(bad)))} has NaN or infinite values")
     return matrix

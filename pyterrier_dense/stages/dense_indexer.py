@@ -8,7 +8,7 @@ import pandas as pd
 import pyterrier as pt
 
 from ..indexes.dense_store import DenseIndexWriter
-from .columns import ENCODER_ATTR, vector_problem
+from .columns import ENCODER_ATTR, stack_vectors
 from .progress import expect_total, progress_bar
 
 __all__ = ["DenseIndexer"]
@@ -38,10 +38,9 @@ class DenseIndexer(pt.Indexer):
 
     def __init__(self, index, *, mode: str = "error", dtype: str | None = None, dim: int | None = None,
                  lock_timeout: float | None = None):
-        if mode not in ("error", "overwrite", "append"):
-            raise ValueError(f"mode must be 'error', 'overwrite' or 'append', got {mode!r}")
         self.index_ref, self.mode, self.dtype, self.dim, self.lock_timeout = index, mode, dtype, dim, lock_timeout
-        DenseIndexWriter(index.path, dim=dim, dtype=dtype, mode=mode)   # bad arguments fail now, before any work
+        # a writer checks mode, dtype and dim without touching the disk: bad arguments fail now, before any work
+        DenseIndexWriter(index.path, dim=dim, dtype=dtype, mode=mode)
 
     def index(self, iter):
         settings_from_frame = None
@@ -103,17 +102,5 @@ def _advance(bar, n: int) -> None:
 
 
 def _stack(docnos: list, vecs: list, dim: int | None) -> np.ndarray:
-    """One float matrix of the chunk's vectors; a missing, empty, ragged or non-numeric vector names its docno."""
-    try:
-        matrix = np.stack(vecs)
-        if matrix.ndim == 2 and matrix.dtype.kind in "fiu" and matrix.shape[1] > 0 and \
-                (dim is None or matrix.shape[1] == dim):
-            return matrix
-    except (TypeError, ValueError):
-        pass
-    dim = dim if dim is not None else (np.shape(vecs[0])[0] if np.ndim(vecs[0]) == 1 else None)
-    for d, v in zip(docnos, vecs):
-        problem = vector_problem(v, dim)
-        if problem:
-            raise ValueError(f"the doc_vec of document {d!r} {problem}")
-    return np.stack(vecs).astype(np.float64)
+    """One numeric matrix of the chunk's vectors; a missing, empty, ragged or non-numeric vector names its docno."""
+    return stack_vectors(vecs, dim, lambda i: f"the doc_vec of document {docnos[i]!r}")
