@@ -11,12 +11,14 @@ Example::
 __version__ = "0.1.0"
 
 from .collection import Collection
+from .artifacts.colbert_index import ColBERTIndex
 from .artifacts.dense_index import DenseIndex
 from .artifacts.pq_index import PQIndex
 from .stages.fusion import RRFusion, ScoreFusion
 from .stages.text_loader import TextLoader
 
-_NEED_TORCH = {"BiEncoder": ".stages.bi_encoder", "BiEncoderModel": ".models.bi_encoder_model"}
+_NEED_TORCH = {"BiEncoder": ".stages.bi_encoder", "BiEncoderModel": ".models.bi_encoder_model",
+               "ColBERT": ".stages.colbert", "ColBERTModel": ".models.colbert_model"}
 
 
 def __getattr__(name):
@@ -26,5 +28,5 @@ def __getattr__(name):
         return getattr(importlib.import_module(_NEED_TORCH[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["BiEncoder", "BiEncoderModel", "DenseIndex", "PQIndex", "Collection", "ScoreFusion", "RRFusion", "TextLoader",
+__all__ = ["BiEncoder", "BiEncoderModel", "ColBERT", "ColBERTModel", "ColBERTIndex", "DenseIndex", "PQIndex", "Collection", "ScoreFusion", "RRFusion", "TextLoader",
            "__version__"]

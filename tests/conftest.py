@@ -122,3 +122,80 @@ def docs():
 
 def random_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+# --- ColBERT checkpoints: a tiny BERT (hidden 32) projected to 16 dimensions, in the layouts ColBERTModel reads ---
+
+def _tiny_bert_with_tokens(path: Path, seed: int, vocab_extra=(), added=()):
+    """``_write_tiny_bert`` with ``vocab_extra`` appended to vocab.txt and ``added`` added as tokens (as PyLate adds
+    its prefixes), embeddings grown to match; the tokenizer is rebuilt from vocab.txt so that it knows all of it."""
+    import torch
+    from transformers import BertModel, BertTokenizerFast
+    _write_tiny_bert(path, seed=seed)
+    vocab = (path / "vocab.txt").read_text().split("\n")[:-1] + list(vocab_extra)
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (path / "tokenizer.json").unlink(missing_ok=True)
+    tokenizer = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True)
+    tokenizer.add_tokens(list(added))
+    torch.manual_seed(seed)
+    model = BertModel.from_pretrained(path).eval()
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    tokenizer.save_pretrained(path)
+    return tokenizer, model
+
+
+def _write_colbert_ir(path: Path, seed: int = 5) -> Path:
+    """Stanford ColBERT layout (as colbert-ir/colbertv2.0): [unused0]/[unused1] in vocab.txt, ``bert.*`` weights and
+    ``linear.weight`` (16 x 32, no bias) in model.safetensors, config.json naming HF_ColBERT, artifact.metadata."""
+    import torch
+    from safetensors.torch import save_file
+    _, bert = _tiny_bert_with_tokens(path, seed, vocab_extra=("[unused0]", "[unused1]"))
+    (path / "model.safetensors").unlink()
+    state = {f"bert.{k}": v.contiguous() for k, v in bert.state_dict().items()}
+    state["linear.weight"] = torch.randn(16, 32, generator=torch.Generator().manual_seed(seed))
+    save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+    bert.config.architectures = ["HF_ColBERT"]
+    bert.config.save_pretrained(path)
+    (path / "artifact.metadata").write_text(json.dumps({
+        "query_token_id": "[unused0]", "doc_token_id": "[unused1]", "query_token": "[Q]", "doc_token": "[D]",
+        "dim": 16, "query_maxlen": 12, "doc_maxlen": 24, "mask_punctuation": True, "attend_to_mask_tokens": False,
+        "similarity": "cosine", "interaction": "colbert", "meta": {"version": "colbert-v0.4"}}, indent=4))
+    return path
+
+
+def _write_pylate(path: Path, seed: int = 6) -> Path:
+    """PyLate layout: the transformer at the root with "[Q] "/"[D] " added as tokens, modules.json (Transformer +
+    pylate Dense), 1_Dense (config.json + model.safetensors with linear.weight and linear.bias: 32 -> 16),
+    config_sentence_transformers.json with prefixes, lengths, expansion and skiplist."""
+    import torch
+    from safetensors.torch import save_file
+    _, bert = _tiny_bert_with_tokens(path, seed, added=("[Q] ", "[D] "))
+    bert.save_pretrained(path)
+    (path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}]))
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 23, "do_lower_case": False}))
+    (path / "config_sentence_transformers.json").write_text(json.dumps({
+        "query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 12, "document_length": 24,
+        "attend_to_expansion_tokens": False, "skiplist_words": list(string.punctuation), "do_query_expansion": True,
+        "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "MaxSim"}))
+    (path / "1_Dense").mkdir()
+    (path / "1_Dense" / "config.json").write_text(json.dumps({
+        "in_features": 32, "out_features": 16, "bias": True,
+        "activation_function": "torch.nn.modules.linear.Identity", "use_residual": False}))
+    g = torch.Generator().manual_seed(seed)
+    save_file({"linear.weight": torch.randn(16, 32, generator=g), "linear.bias": torch.randn(16, generator=g)},
+              path / "1_Dense" / "model.safetensors", metadata={"format": "pt"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_colbert_ir_model(tmp_path_factory) -> str:
+    """A tiny Stanford ColBERT checkpoint: query_maxlen 12, doc_maxlen 24, dim 16, punctuation masked."""
+    return str(_write_colbert_ir(tmp_path_factory.mktemp("tiny_colbert_ir")))
+
+
+@pytest.fixture(scope="session")
+def tiny_pylate_model(tmp_path_factory) -> str:
+    """A tiny PyLate ColBERT checkpoint: prefixes "[Q] "/"[D] ", query_length 12, document_length 24, dim 16."""
+    return str(_write_pylate(tmp_path_factory.mktemp("tiny_pylate")))

@@ -9,7 +9,7 @@ import pyterrier as pt
 
 from ..indexes.docnos import Docnos
 from ..indexes.storage import META_FILE, meta_stamp
-from ..indexes.vector_index import encoder_differences
+from ..indexes.vector_index import ENCODER_KEYS, encoder_differences
 
 __all__ = ["VectorIndex"]
 
@@ -20,6 +20,8 @@ class VectorIndex(pt.Artifact):
     Every read goes through :meth:`snapshot`, which notices a new generation written by any process (an append, an
     overwrite) and switches to it; a stage takes one snapshot per call, so it never mixes two generations.
     """
+
+    ENCODER_KEYS: tuple[str, ...] | None = ENCODER_KEYS   # settings compared with an encoder's (None: all it records)
 
     def __init__(self, path: str | os.PathLike):
         super().__init__(path)
@@ -72,7 +74,7 @@ class VectorIndex(pt.Artifact):
         if settings.get("dim") is not None and settings["dim"] != snap.dim:
             raise ValueError(f"the encoder gives {settings['dim']}-dimensional vectors, but {self.path} holds "
                              f"{snap.dim}-dimensional ones")
-        diffs = encoder_differences(snap.encoder_settings, settings)
+        diffs = encoder_differences(snap.encoder_settings, settings, self.ENCODER_KEYS)
         if diffs:
             raise ValueError(f"{self.path} was built with another encoder configuration ({'; '.join(diffs)}); "
                              "rebuild the index or pass check_encoder=False")

@@ -3,6 +3,7 @@ from .ann_specs import HnswSpec, IvfSpec, PqSpec
 from .dense_store import DenseIndexWriter, DenseSnapshot, open_dense
 from .exact_search import exact_top_k
 from .storage import CorruptIndexError, IndexBuild, IndexExistsError, IndexLockedError
+from .token_store import TokenIndexWriter, TokenSnapshot, open_tokens
 
-__all__ = ["DenseIndexWriter", "DenseSnapshot", "open_dense", "HnswSpec", "IvfSpec", "PqSpec", "exact_top_k",
+__all__ = ["TokenIndexWriter", "TokenSnapshot", "open_tokens", "DenseIndexWriter", "DenseSnapshot", "open_dense", "HnswSpec", "IvfSpec", "PqSpec", "exact_top_k",
            "IndexBuild", "CorruptIndexError", "IndexExistsError", "IndexLockedError"]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-__all__ = ["ENCODER_ATTR", "ColumnsError", "require_columns", "texts_of", "vectors_of", "stack_vectors", "check_num_results",
+__all__ = ["matrices_of", "ENCODER_ATTR", "ColumnsError", "require_columns", "texts_of", "vectors_of", "stack_vectors", "check_num_results",
            "encoder_of"]
 
 # The settings of the encoder that made a frame's vectors travel with the data: in ``DataFrame.attrs`` for frames,
@@ -113,3 +113,25 @@ def vectors_of(inp: pd.DataFrame, column: str, id_columns: tuple[str, ...], stag
     if bad.any():
         raise ValueError(f"{name_of(int(np.argmax(bad)))} has NaN or infinite values")
     return matrix
+
+
+def matrices_of(inp: pd.DataFrame, column: str, id_columns: tuple[str, ...], stage: str, dim: int | None = None) -> list[np.ndarray]:
+    """The values of ``column`` as float32 (rows, dim) matrices with at least one row; a missing, empty, wrongly
+    shaped, non-numeric or non-finite matrix is an error naming its row."""
+    out = []
+    for i, v in enumerate(inp[column].tolist()):
+        name = f"{stage}: {column!r} of {_row_id(inp, i, id_columns)}"
+        try:
+            m = np.asarray(v, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} holds non-numeric values") from None
+        if m.ndim != 2:
+            raise ValueError(f"{name} has shape {m.shape}; expected a (tokens, dim) matrix")
+        if len(m) == 0:
+            raise ValueError(f"{name} has no vectors (an empty query: nothing to score with)")
+        if dim is not None and m.shape[1] != dim:
+            raise ValueError(f"{name} has {m.shape[1]}-dimensional vectors; expected {dim}")
+        if not np.isfinite(m).all():
+            raise ValueError(f"{name} has NaN or infinite values")
+        out.append(m)
+    return out

@@ -12,17 +12,17 @@ __all__ = ["DenseRetriever", "results_frame", "unique_queries"]
 RESULT_COLUMNS = ["docno", "docid", "score", "rank"]
 
 
-def unique_queries(inp: pd.DataFrame, stage: str) -> pd.DataFrame:
-    """One row per qid. Rows repeating a qid with the same vector are one query; with another vector, an error."""
+def unique_queries(inp: pd.DataFrame, stage: str, column: str = "query_vec") -> pd.DataFrame:
+    """One row per qid. Rows repeating a qid with the same ``column`` are one query; with another value, an error."""
     codes, uniques = pd.factorize(inp["qid"])
     if len(uniques) == len(inp):
         return inp
     first = np.unique(codes, return_index=True)[1]
-    vecs = [np.asarray(v) for v in inp["query_vec"].tolist()]
+    vecs = [np.asarray(v) for v in inp[column].tolist()]
     for row, code in enumerate(codes):
         ref = vecs[first[code]]
         if vecs[row] is not ref and (np.shape(vecs[row]) != np.shape(ref) or not np.array_equal(vecs[row], ref)):
-            raise ValueError(f"{stage}: qid {uniques[code]!r} appears in several rows with different query_vec; "
+            raise ValueError(f"{stage}: qid {uniques[code]!r} appears in several rows with different {column}; "
                              "give each query its own qid")
     return inp.iloc[np.sort(first)]
 

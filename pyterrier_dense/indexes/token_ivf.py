@@ -1,0 +1,61 @@
+"""PLAID's inverted file over a token index: for each centroid, the (ascending) rows of the documents that have at
+least one token assigned to it. Built from the stored codes in two passes over document-aligned blocks, so memory
+stays bounded by a block whatever the collection size."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+__all__ = ["build_ivf", "doc_blocks"]
+
+BLOCK_TOKENS = 1 << 18
+
+
+def doc_blocks(offsets: np.ndarray, block_tokens: int = BLOCK_TOKENS) -> Iterator[tuple[int, int]]:
+    """``(first_doc, end_doc)`` ranges whose tokens number about ``block_tokens`` (a longer document alone)."""
+    n = len(offsets) - 1
+    d = 0
+    while d < n:
+        end = int(np.searchsorted(offsets, offsets[d] + block_tokens, side="right")) - 1
+        end = min(max(end, d + 1), n)
+        yield d, end
+        d = end
+
+
+def _pairs(codes: np.ndarray, offsets: np.ndarray, d0: int, d1: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (code, doc) pairs of documents d0..d1, sorted by code then doc."""
+    lengths = np.diff(offsets[d0:d1 + 1])
+    docs = np.repeat(np.arange(d0, d1, dtype=np.int64), lengths)
+    keys = np.unique(np.asarray(codes[offsets[d0]:offsets[d1]], dtype=np.int64) * count + docs)
+    return keys // count, keys % count
+
+
+def build_ivf(build, offsets: np.ndarray, ncentroids: int) -> None:
+    """Write ``ivf.off`` (int64, ncentroids + 1) and ``ivf.docs.i4`` (int32) into ``build`` from its ``codes.i4``."""
+    count = len(offsets) - 1
+    writer = build._writers.get("codes.i4")
+    if writer is not None:
+        writer.close()
+    codes = np.memmap(build.tmp / "codes.i4", dtype=np.int32, mode="r") if offsets[-1] else np.empty(0, np.int32)
+    sizes = np.zeros(ncentroids, np.int64)
+    for d0, d1 in doc_blocks(offsets):
+        c, _ = _pairs(codes, offsets, d0, d1, count)
+        sizes += np.bincount(c, minlength=ncentroids)
+    ivf_off = np.zeros(ncentroids + 1, np.int64)
+    np.cumsum(sizes, out=ivf_off[1:])
+    path = build.tmp / "ivf.docs.i4"
+    total = int(ivf_off[-1])
+    with open(path, "wb") as f:
+        f.truncate(4 * total)
+    if total:
+        docs_out = np.memmap(path, dtype=np.int32, mode="r+", shape=(total,))
+        cursor = ivf_off[:-1].copy()
+        for d0, d1 in doc_blocks(offsets):
+            c, d = _pairs(codes, offsets, d0, d1, count)
+            first = np.searchsorted(c, c, side="left")     # index of each code's first pair in this block
+            docs_out[cursor[c] + (np.arange(len(c)) - first)] = d
+            cursor += np.bincount(c, minlength=ncentroids)
+        docs_out.flush()
+        del docs_out
+    build.array_writer("ivf.off", "int64", ()).append(ivf_off)

@@ -1,0 +1,212 @@
+"""ColBERT: the PyTerrier stage around a late-interaction (token vectors + MaxSim) encoder."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyterrier as pt
+
+from ..indexes.maxsim import maxsim_pairs
+from ..models.colbert_model import ColBERTModel
+from .bi_encoder import _loading_bars
+from .columns import ENCODER_ATTR, require_columns, texts_of
+from .progress import show_progress
+from .ranking import sort_and_rank
+
+__all__ = ["ColBERT"]
+_ROLE_METHODS = {"query": "query_encoder", "doc": "doc_encoder", "score": "scorer"}
+
+
+class ColBERT(pt.Transformer):
+    """Encodes queries and documents into token vectors, or scores query/document pairs by MaxSim.
+
+    What it does depends on the columns it is given: ``query`` only adds ``query_embs`` (one float32 matrix per
+    query) and ``query_toks`` (its tokens); ``text`` only adds ``doc_embs`` and ``doc_token_ids``; both (a result
+    frame) sets ``score`` and ``rank`` (text re-ranking, candidates encoded on the fly).
+
+    Example::
+
+        colbert = ptd.ColBERT("colbert-ir/colbertv2.0")     # or a PyLate checkpoint, or any encoder (zero-shot)
+        rerank = bm25 % 100 >> collection.text_loader() >> colbert
+        index = ptd.ColBERTIndex("scifact.colbert")
+        (colbert >> index.indexer()).index(collection.corpus_iter())
+        e2e = colbert.query_encoder() >> index.retriever(num_results=100)
+        pruned = colbert.query_encoder(prune_to=8, frequencies=index) >> index.retriever()
+
+    Arguments after ``model`` go to :class:`~pyterrier_dense.models.ColBERTModel` (query_length, doc_length,
+    query_augmentation, whole_word, drop_stopwords, batch_size, device, precision, verbose).
+    """
+
+    def __init__(self, model, *, text_field: str = "text", **model_args):
+        if isinstance(model, ColBERTModel):
+            self.model = model
+        elif isinstance(model, str) or hasattr(model, "__fspath__"):
+            with _loading_bars(show_progress(model_args.get("verbose", True))):
+                self.model = ColBERTModel(str(model), **model_args)
+        else:
+            raise TypeError(f"model must be a model name, a local path or a ColBERTModel, got {type(model).__name__}")
+        self.text_field, self.role = text_field, "auto"
+        self.prune_to, self.frequencies = None, None
+
+    @property
+    def batch_size(self) -> int:
+        """Records per call on PyTerrier's indexing path: the model's length-sorting window."""
+        return getattr(self.model, "chunk_size", 4096)
+
+    # ---- roles -------------------------------------------------------------------------------------------------
+    def query_encoder(self, *, prune_to: int | None = None, frequencies=None) -> "ColBERT":
+        """Adds ``query_embs`` and ``query_toks``. ``prune_to=k`` keeps the k query tokens of highest inverse
+        collection frequency (Tonellotto & Macdonald, 2021) from ``frequencies`` (a :class:`ColBERTIndex`, or
+        ``(counts, total)``); special and expansion tokens are never kept by pruning."""
+        stage = self._as("query")
+        if prune_to is not None:
+            if isinstance(prune_to, bool) or not isinstance(prune_to, int) or prune_to < 1:
+                raise ValueError(f"prune_to must be an int >= 1 (query tokens kept), got {prune_to!r}")
+            if frequencies is None:
+                raise ValueError("prune_to needs collection frequencies: pass frequencies=<the ColBERTIndex>")
+        stage.prune_to, stage.frequencies = prune_to, frequencies
+        return stage
+
+    def doc_encoder(self) -> "ColBERT":
+        """Adds ``doc_embs`` and ``doc_token_ids`` (even when the frame also has ``query``)."""
+        return self._as("doc")
+
+    def scorer(self) -> "ColBERT":
+        """Scores ``query`` + ``text`` rows by MaxSim, encoding both on the fly."""
+        return self._as("score")
+
+    def _as(self, role: str) -> "ColBERT":
+        stage = object.__new__(type(self))
+        stage.__dict__.update(self.__dict__, role=role, prune_to=None, frequencies=None)
+        return stage
+
+    def _mode(self, columns) -> str:
+        if self.role != "auto":
+            return self.role
+        has_query, has_text = "query" in columns, self.text_field in columns
+        if has_query or has_text:
+            return "score" if has_query and has_text else "query" if has_query else "doc"
+        raise ValueError(f"ColBERT needs a 'query' column (to add query_embs), a {self.text_field!r} column (to add "
+                         f"doc_embs), or both (to score); got {list(columns)}")
+
+    # ---- transforms -----------------------------------------------------------------------------------------------
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        mode = self._mode(inp.columns)
+        return {"query": self._encode_queries, "doc": self._encode_docs, "score": self._score}[mode](inp)
+
+    def transform_iter(self, inp):
+        # indexing path (Compose.index hands us lists of records): no DataFrame round trip
+        records = list(inp)
+        if not records or self._mode(records[0].keys()) != "doc":
+            return self.transform(pd.DataFrame(records)).to_dict(orient="records")
+        frame = pd.DataFrame({"docno": [r.get("docno") for r in records],
+                              self.text_field: [r.get(self.text_field) for r in records]})
+        out = self.model.encode(texts_of(frame, self.text_field, ("docno",), "ColBERT"), role="doc",
+                                report_truncation=False, progress=self._progress())
+        settings = self.model.settings()
+        return [{**r, "doc_embs": o.embs, "doc_token_ids": o.ids, ENCODER_ATTR: settings}
+                for r, o in zip(records, out)]
+
+    def _progress(self) -> bool | None:
+        return None if show_progress() else False
+
+    def _stamped(self, out: pd.DataFrame) -> pd.DataFrame:
+        out.attrs[ENCODER_ATTR] = self.model.settings()
+        return out
+
+    def _query_tokens(self, queries: list[str], qids: list) -> list:
+        """TokenVectors of distinct queries, pruned when asked."""
+        out = self.model.encode(queries, role="query", progress=self._progress())
+        if self.prune_to is not None:
+            out = [self._prune(o, qid) for o, qid in zip(out, qids)]
+        return out
+
+    def _prune(self, tv, qid):
+        counts, total = _frequencies(self.frequencies)
+        special = self._special_ids()
+        real = np.flatnonzero(~np.isin(tv.ids, special))
+        if not len(real):
+            raise ValueError(f"ColBERT.query_encoder(prune_to={self.prune_to}): the query of qid={qid!r} has no "
+                             "token left to keep (only special tokens, punctuation or padding)")
+        ids = tv.ids[real]
+        cf = np.where(ids < len(counts), counts[np.minimum(ids, len(counts) - 1)], 0)
+        icf = np.log((total + 1) / (cf + 1))
+        best = real[np.sort(np.argsort(-icf, kind="stable")[:self.prune_to])]
+        return type(tv)(tv.embs[best], tv.ids[best])
+
+    def _special_ids(self) -> np.ndarray:
+        """Ids pruning never keeps: special tokens, markers, [MASK] expansions, and what documents drop (the
+        skiplist), whose collection frequency of 0 would otherwise rank first."""
+        tok = self.model.tokenizer
+        ids = set(tok.all_special_ids) | set(getattr(self.model, "skiplist", ()))
+        settings = self.model.settings()
+        for key in ("query_marker", "doc_marker"):
+            if settings.get(key):
+                ids.add(tok.convert_tokens_to_ids(settings[key]))
+        return np.array(sorted(i for i in ids if i is not None), dtype=np.int64)
+
+    def _encode_queries(self, inp: pd.DataFrame) -> pd.DataFrame:
+        require_columns(inp, ["query"], "ColBERT.query_encoder()")
+        if not len(inp):
+            return self._stamped(inp.assign(query_embs=pd.Series(dtype=object), query_toks=pd.Series(dtype=object)))
+        queries = texts_of(inp, "query", ("qid",), "ColBERT")
+        unique, first, codes = np.unique(np.array(queries, dtype=object), return_index=True, return_inverse=True)
+        qids = inp["qid"].to_numpy()[first] if "qid" in inp.columns else first
+        out = self._query_tokens(unique.tolist(), list(qids))
+        toks = [self.model.token_strings(o.ids) for o in out]
+        codes = codes.ravel()
+        return self._stamped(inp.assign(query_embs=[out[c].embs for c in codes], query_toks=[toks[c] for c in codes]))
+
+    def _encode_docs(self, inp: pd.DataFrame) -> pd.DataFrame:
+        require_columns(inp, [self.text_field], "ColBERT.doc_encoder()")
+        if not len(inp):
+            return self._stamped(inp.assign(doc_embs=pd.Series(dtype=object), doc_token_ids=pd.Series(dtype=object)))
+        out = self.model.encode(texts_of(inp, self.text_field, ("docno",), "ColBERT"), role="doc",
+                                progress=self._progress())
+        return self._stamped(inp.assign(doc_embs=[o.embs for o in out], doc_token_ids=[o.ids for o in out]))
+
+    def _score(self, inp: pd.DataFrame) -> pd.DataFrame:
+        require_columns(inp, ["qid", "query", self.text_field], "ColBERT.scorer()",
+                        "Load document texts first, e.g. bm25 >> collection.text_loader() >> colbert")
+        if not len(inp):
+            return inp.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
+        queries = texts_of(inp, "query", ("qid",), "ColBERT")
+        texts = texts_of(inp, self.text_field, ("qid", "docno"), "ColBERT")
+        unique, first, codes = np.unique(np.array(queries, dtype=object), return_index=True, return_inverse=True)
+        q = self._query_tokens(unique.tolist(), list(inp["qid"].to_numpy()[first]))
+        d = self.model.encode(texts, role="doc", progress=self._progress())
+        lengths = np.fromiter((len(o.embs) for o in d), np.int64, len(d))
+        offsets = np.zeros(len(d) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        scores = maxsim_pairs([o.embs for o in q], codes.ravel(), np.concatenate([o.embs for o in d]), offsets)
+        out = inp.drop(columns=[c for c in ("score", "rank") if c in inp.columns])
+        return sort_and_rank(out.assign(score=scores.astype(np.float64)))
+
+    def transform_inputs(self):
+        inputs = {"query": [["query"]], "doc": [[self.text_field]], "score": [["qid", "query", self.text_field]]}
+        return inputs.get(self.role, [["query"], [self.text_field]])
+
+    def transform_outputs(self, input_columns: list[str]) -> list[str]:
+        added = {"query": ["query_embs", "query_toks"], "doc": ["doc_embs", "doc_token_ids"],
+                 "score": ["score", "rank"]}[self._mode(input_columns)]
+        return [c for c in input_columns if c not in added] + added
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ColBERT) and other.model is self.model and \
+            (other.role, other.text_field, other.prune_to, id(other.frequencies)) == \
+            (self.role, self.text_field, self.prune_to, id(self.frequencies))
+
+    def __hash__(self) -> int:
+        return hash((id(self.model), self.role, self.text_field, self.prune_to))
+
+    def __repr__(self) -> str:
+        suffix = f".{_ROLE_METHODS[self.role]}()" if self.role in _ROLE_METHODS else ""
+        if self.prune_to is not None:
+            suffix = f".query_encoder(prune_to={self.prune_to})"
+        return f"ColBERT({self.model.model_id!r}){suffix}"
+
+
+def _frequencies(source) -> tuple[np.ndarray, int]:
+    if hasattr(source, "token_frequencies"):
+        return source.token_frequencies()
+    counts, total = source
+    return np.asarray(counts), int(total)

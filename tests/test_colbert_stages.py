@@ -1,0 +1,124 @@
+"""ColBERT as PyTerrier stages over the tiny checkpoints: text re-ranking equals re-ranking from the index, encoder
+settings travel into the manifest and are checked, query pruning by ICF, bad input named."""
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pyterrier_dense as ptd
+from pyterrier_dense.indexes.maxsim import maxsim
+
+TEXTS = ["the magnetic field of an electron", "protein expression in cancer cells", "quantum theory of light",
+         "temperature and pressure of a gas", "gene study results", "energy of a wave , measured",
+         "measurement of the electron field", "patients in the study", "data model method", "light wave energy",
+         "cell protein gene", "system theory"]
+QUERIES = pd.DataFrame({"qid": ["q1", "q2", "q3"], "query": ["electron field", "cancer protein gene", "light wave"]})
+
+
+@pytest.fixture(scope="module", params=["colbert_ir", "pylate"])
+def colbert(request):
+    path = request.getfixturevalue(f"tiny_{request.param}_model")
+    return ptd.ColBERT(path, precision="fp32", verbose=False, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return [{"docno": f"d{i}", "text": t} for i, t in enumerate(TEXTS)]
+
+
+@pytest.fixture(scope="module")
+def index(colbert, docs, tmp_path_factory):
+    index = ptd.ColBERTIndex(tmp_path_factory.mktemp("cb") / "tiny.colbert")
+    (colbert >> index.indexer(ncentroids=8)).index(docs)
+    return index
+
+
+def candidates(docs):
+    return QUERIES.merge(pd.DataFrame(docs), how="cross").assign(score=0.0)
+
+
+def test_text_reranking_equals_reranking_from_the_index(colbert, index, docs):
+    cands = candidates(docs)
+    by_text = colbert(cands)
+    by_index = (colbert.query_encoder() >> index.scorer())(cands)
+    for qid in QUERIES.qid:
+        a = by_text[by_text.qid == qid]
+        b = by_index[by_index.qid == qid]
+        assert a.docno.tolist() == b.docno.tolist()
+        assert np.allclose(a.score, b.score, atol=2e-2)   # the index stores float16
+    # and the score is MaxSim of the encoder's own vectors
+    q = colbert.model.encode(["electron field"], role="query")[0].embs
+    d = colbert.model.encode([TEXTS[0]], role="doc")[0].embs
+    row = by_text[(by_text.qid == "q1") & (by_text.docno == "d0")]
+    assert row.score.item() == pytest.approx(maxsim(q, d, np.array([0, len(d)]))[0], abs=1e-5)
+
+
+def test_end_to_end_retrieval_and_the_manifest(colbert, index):
+    settings = index.encoder_settings
+    assert settings == colbert.model.settings() and settings["dim"] == 16
+    e2e = (colbert.query_encoder() >> index.retriever(num_results=5, cells=8, candidates=100))(QUERIES)
+    exact = (colbert.query_encoder() >> index.exhaustive_retriever(num_results=5))(QUERIES)
+    pd.testing.assert_frame_equal(e2e, exact)
+    assert e2e.groupby("qid").size().tolist() == [5, 5, 5] and "query_toks" in e2e.columns
+
+
+def test_an_encoder_with_other_query_settings_is_refused(colbert, index):
+    other = ptd.ColBERT(colbert.model.model_id, query_length=8, precision="fp32", verbose=False)
+    with pytest.raises(ValueError, match="query_length"):
+        (other.query_encoder() >> index.retriever())(QUERIES)
+    # document-side options matter when documents meet the index
+    wholeword = ptd.ColBERT(colbert.model.model_id, whole_word=True, precision="fp32", verbose=False)
+    assert len((wholeword.query_encoder() >> index.retriever(num_results=2))(QUERIES)) == 6
+    with pytest.raises(ValueError, match="whole_word"):
+        (wholeword >> index.indexer(mode="append")).index([{"docno": "new", "text": "a new gene"}])
+
+
+def test_query_columns(colbert):
+    out = colbert.query_encoder()(QUERIES)
+    for embs, toks in zip(out.query_embs, out.query_toks):
+        assert embs.shape == (len(toks), 16) and np.allclose(np.linalg.norm(embs, axis=1), 1, atol=1e-5)
+    assert list(out.columns) == ["qid", "query", "query_embs", "query_toks"]
+    if colbert.model.layout == "colbert":   # query augmentation: padded to query_length with [MASK]
+        assert all(len(t) == colbert.model.query_length for t in out.query_toks)
+        assert out.query_toks[0][:2] == ["[CLS]", "[unused0]"] and out.query_toks[0][-1] == "[MASK]"
+
+
+def test_pruning_keeps_the_tokens_of_highest_icf(colbert, index):
+    counts = np.zeros(colbert.model.vocab_size, np.int64)
+    tok = colbert.model.tokenizer
+    for word, n in {"electron": 1000, "field": 3, "cancer": 500, "protein": 2, "gene": 50}.items():
+        counts[tok.convert_tokens_to_ids(word)] = n
+    pruned = colbert.query_encoder(prune_to=1, frequencies=(counts, 10_000))(QUERIES)
+    assert [t for t in pruned.query_toks[:2]] == [["field"], ["protein"]]
+    full = colbert.query_encoder()(QUERIES)
+    row = full.query_toks[0].index("field")
+    assert np.array_equal(pruned.query_embs[0][0], full.query_embs[0][row])
+    # from the index's own counts, pruned queries retrieve
+    two = (colbert.query_encoder(prune_to=2, frequencies=index) >> index.retriever(num_results=3))(QUERIES)
+    assert len(two) == 9
+    with pytest.raises(ValueError, match="qid='q9'.*no token left"):
+        colbert.query_encoder(prune_to=2, frequencies=index)(pd.DataFrame({"qid": ["q9"], "query": ["!!"]}))
+    with pytest.raises(ValueError, match="frequencies"):
+        colbert.query_encoder(prune_to=2)
+
+
+def test_bad_input_is_named(colbert, index, docs):
+    with pytest.raises(ValueError, match="docno='d1'"):
+        colbert.doc_encoder()(pd.DataFrame({"docno": ["d0", "d1"], "text": ["fine", "   "]}))
+    with pytest.raises(ValueError, match="needs column"):
+        colbert.scorer()(QUERIES.assign(docno="d0"))
+    with pytest.raises(ValueError, match="query_embs"):
+        index.scorer()(QUERIES.assign(docno="d0"))
+    cands = candidates(docs)
+    out = colbert.scorer()(cands.iloc[:0])
+    assert list(out.columns)[-2:] == ["score", "rank"] and len(out) == 0
+
+
+def test_long_documents_truncation_is_reported_once_at_the_end_of_indexing(colbert, tmp_path, caplog):
+    long = " ".join(["protein gene cell"] * 40)
+    docs = [{"docno": f"l{i}", "text": long if i % 2 else "short text"} for i in range(6)]
+    with caplog.at_level(logging.WARNING, logger="pyterrier_dense"):
+        (colbert >> ptd.ColBERTIndex(tmp_path / "t.colbert").indexer(ncentroids=2)).index(docs)
+    notes = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].startswith("3 of 6 documents")
