@@ -69,7 +69,10 @@ def fp16_index(tmp_path, docs):
     return index
 
 
-def test_exhaustive_retrieval_equals_brute_force_maxsim(fp16_index, docs):
+@pytest.mark.parametrize("scan_tokens,query_rows", [(1 << 17, 1024), (40, 7)])   # one block and group, or many
+def test_exhaustive_retrieval_equals_brute_force_maxsim(fp16_index, docs, scan_tokens, query_rows, monkeypatch):
+    monkeypatch.setattr("pyterrier_dense.indexes.late_search.SCAN_TOKENS", scan_tokens)
+    monkeypatch.setattr("pyterrier_dense.indexes.late_search.QUERY_ROWS", query_rows)
     qs = queries()
     res = fp16_index.exhaustive_retriever(num_results=10)(qs)
     expected = brute_ranking(qs, docs, f16)

@@ -81,7 +81,7 @@ class ColBERTIndex(VectorIndex):
         return ColBERTIndexer(self, storage=storage, nbits=nbits, ncentroids=ncentroids, mode=mode,
                               lock_timeout=lock_timeout, seed=seed)
 
-    def retriever(self, num_results: int = 1000, *, cells: int = 4, candidates: int = 2048,
+    def retriever(self, num_results: int = 1000, *, cells: int = 4, candidates: int = 512,
                   check_encoder: bool = True) -> ColBERTRetriever:
         """End-to-end retrieval, PLAID-style: each query vector probes its ``cells`` nearest centroids; the
         documents found there are ranked by centroid interaction and the best ``candidates`` (at least

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import faiss
 import numpy as np
 
-__all__ = ["maxsim", "maxsim_pairs", "MAXSIM_BLOCK_BYTES"]
+__all__ = ["maxsim", "maxsim_many", "maxsim_pairs", "MAXSIM_BLOCK_BYTES"]
 
 MAXSIM_BLOCK_BYTES = 1 << 25   # at most this many bytes of float32 query x token scores (and block copies) at once
 
@@ -180,4 +180,27 @@ def maxsim_pairs(queries: Sequence[np.ndarray], pair_query: np.ndarray, tokens: 
             _maxsim_contiguous(queries[q], tokens, offsets[first:first + len(pairs) + 1], out[first:])
         elif len(pairs):
             _maxsim_scattered(queries[q], tokens, offsets, pairs, out)
+    return out
+
+
+def maxsim_many(queries: Sequence[np.ndarray], tokens: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Scores of several queries against the same consecutive documents: float32 (len(queries), nd).
+
+    All queries' vectors are stacked into one GEMM over each block of tokens (converted from float16 once, not once
+    per query), then a segment max per document and a segment sum per query. The score matrix is bounded by
+    MAXSIM_BLOCK_BYTES as in :func:`maxsim`.
+    """
+    tokens = _token_matrix(tokens)
+    queries = [_query_matrix(q, tokens.shape[1], f"query {k}") for k, q in enumerate(queries)]
+    offsets = _checked_offsets(offsets, len(tokens), "document")
+    stacked = np.concatenate(queries)
+    firsts = np.zeros(len(queries), np.int64)
+    np.cumsum([len(q) for q in queries[:-1]], out=firsts[1:])
+    out = np.empty((len(queries), len(offsets) - 1), np.float32)
+    per_token = 4 * len(stacked) + (4 * tokens.shape[1] if tokens.dtype != np.float32 else 0)
+    for i, j in _blocks(np.diff(offsets), per_token):
+        start = offsets[i]
+        block = _float32(tokens[start:offsets[j]])
+        best = np.maximum.reduceat(stacked @ block.T, offsets[i:j] - start, axis=1)   # (rows, docs)
+        out[:, i:j] = np.add.reduceat(best, firsts, axis=0)
     return out

@@ -23,11 +23,14 @@ def doc_blocks(offsets: np.ndarray, block_tokens: int = BLOCK_TOKENS) -> Iterato
         d = end
 
 
-def _pairs(codes: np.ndarray, offsets: np.ndarray, d0: int, d1: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (code, doc) pairs of documents d0..d1, sorted by code then doc."""
+def _pairs(codes_file, offsets: np.ndarray, d0: int, d1: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (code, doc) pairs of documents d0..d1, sorted by code then doc (the codes read with a plain read,
+    so that pages do not stay counted in the process's memory as a memory map's would)."""
     lengths = np.diff(offsets[d0:d1 + 1])
     docs = np.repeat(np.arange(d0, d1, dtype=np.int64), lengths)
-    keys = np.unique(np.asarray(codes[offsets[d0]:offsets[d1]], dtype=np.int64) * count + docs)
+    codes_file.seek(4 * int(offsets[d0]))
+    codes = np.fromfile(codes_file, dtype=np.int32, count=int(offsets[d1] - offsets[d0]))
+    keys = np.unique(codes.astype(np.int64) * count + docs)
     return keys // count, keys % count
 
 
@@ -37,7 +40,14 @@ def build_ivf(build, offsets: np.ndarray, ncentroids: int) -> None:
     writer = build._writers.get("codes.i4")
     if writer is not None:
         writer.close()
-    codes = np.memmap(build.tmp / "codes.i4", dtype=np.int32, mode="r") if offsets[-1] else np.empty(0, np.int32)
+    codes = open(build.tmp / "codes.i4", "rb")
+    try:
+        _write_lists(build, codes, offsets, ncentroids, count)
+    finally:
+        codes.close()
+
+
+def _write_lists(build, codes, offsets: np.ndarray, ncentroids: int, count: int) -> None:
     sizes = np.zeros(ncentroids, np.int64)
     for d0, d1 in doc_blocks(offsets):
         c, _ = _pairs(codes, offsets, d0, d1, count)

@@ -114,28 +114,30 @@ class TokenSnapshot:
         return self._map("token_counts.i8", np.int64) if "token_counts.i8" in self.manifest["files"] else None
 
     def token_range_vectors(self, start: int, stop: int) -> np.ndarray:
-        """Float32 vectors of the stored tokens ``start:stop`` (decompressed for residual storage)."""
+        """The stored tokens ``start:stop``: float16 rows as stored (a view of the memory map; MaxSim converts them
+        with a fast decoder) or, for residual storage, decompressed float32."""
         if self.storage == "float16":
-            return np.asarray(self._map("embs.f2", np.float16, (self.dim,))[start:stop], dtype=np.float32)
+            return self._map("embs.f2", np.float16, (self.dim,))[start:stop]
         packed = self._map("residuals.u1", np.uint8, (self.dim * self.nbits // 8,))[start:stop]
         return self.codec.decompress(self.codes[start:stop], packed)
 
     def doc_tokens(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The token vectors of documents ``rows`` one after another, float32, and their offsets (len(rows) + 1)."""
+        """The token vectors of documents ``rows`` one after another (float16 as stored, or decompressed float32)
+        and their offsets (len(rows) + 1)."""
         rows = np.asarray(rows, dtype=np.int64)
         off = self.offsets
         starts, stops = off[rows], off[rows + 1]
-        lengths = stops - starts
         out_off = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(lengths, out=out_off[1:])
-        # positions of every wanted token: one arange over all documents (no per-document Python)
-        take = np.repeat(starts - out_off[:-1], lengths) + np.arange(out_off[-1])
-        if self.storage == "float16":
-            vecs = np.asarray(self._map("embs.f2", np.float16, (self.dim,))[take], dtype=np.float32)
-        else:
-            packed = self._map("residuals.u1", np.uint8, (self.dim * self.nbits // 8,))[take]
-            vecs = self.codec.decompress(self.codes[take], packed)
-        return vecs, out_off
+        np.cumsum(stops - starts, out=out_off[1:])
+        if self.storage == "float16":   # whole documents are runs of rows: copy slices, no per-token index
+            embs = self._map("embs.f2", np.float16, (self.dim,))
+            vecs = np.empty((int(out_off[-1]), self.dim), np.float16)
+            for a, b, o in zip(starts.tolist(), stops.tolist(), out_off[:-1].tolist()):
+                vecs[o:o + b - a] = embs[a:b]
+            return vecs, out_off
+        take = np.repeat(starts - out_off[:-1], stops - starts) + np.arange(out_off[-1])
+        packed = self._map("residuals.u1", np.uint8, (self.dim * self.nbits // 8,))[take]
+        return self.codec.decompress(self.codes[take], packed), out_off
 
     def bytes_per_token(self) -> float:
         """Bytes on disk a stored token takes (vectors or residuals, plus its centroid code)."""
@@ -377,22 +379,24 @@ class TokenIndexWriter:
                 "encoder": self.encoder, "vocab_size": None if self._counts is None else len(self._counts)}
 
     def _compress_staged(self, new_tokens: int) -> None:
-        """One pass over the staged float16 tokens: codes (and residuals) written in blocks of PASS_TOKENS."""
+        """One pass over the staged float16 tokens: codes (and residuals) written in blocks of PASS_TOKENS. Blocks are
+        read with plain reads, not a memory map, so the pages read do not stay counted in the process's memory."""
         from tqdm.auto import tqdm
-        staged = np.memmap(self._build.tmp / STAGING, dtype=np.float16, mode="r", shape=(new_tokens, self.dim))
         codes, vectors = self._writers["codes.i4"], self._writers.get("embs.f2") or self._writers["residuals.u1"]
-        with tqdm(total=new_tokens, desc="compressing tokens", unit="token", disable=not self.progress) as bar:
+        with open(self._build.tmp / STAGING, "rb") as staged, \
+                tqdm(total=new_tokens, desc="compressing tokens", unit="token", disable=not self.progress) as bar:
             for start in range(0, new_tokens, PASS_TOKENS):
-                block = np.asarray(staged[start:start + PASS_TOKENS], dtype=np.float32)
+                n = min(PASS_TOKENS, new_tokens - start)
+                raw = np.fromfile(staged, dtype=np.float16, count=n * self.dim).reshape(n, self.dim)
+                block = raw.astype(np.float32)
                 if self.storage == "float16":
                     codes.append_bytes(self._codec.assign(block).astype(np.int32).tobytes())
-                    vectors.append_bytes(np.asarray(staged[start:start + PASS_TOKENS]).tobytes())
+                    vectors.append_bytes(raw.tobytes())
                 else:
                     c, packed = self._codec.compress(block)
                     codes.append_bytes(c.astype(np.int32).tobytes())
                     vectors.append_bytes(np.ascontiguousarray(packed).tobytes())
-                bar.update(len(block))
-        del staged
+                bar.update(n)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:

@@ -14,6 +14,7 @@ class ColBERTIndexer(RecordIndexer):
     Memory does not grow with the collection; the new generation appears only when complete."""
 
     VALUE = "doc_embs"
+    WRITE_CHUNK = 256   # token matrices are big: a chunk of 256 documents is ~20 MB of float16 at 384 dims
     ENCODER_HINT = "(colbert >> index.indexer()).index(docs)"
 
     def __init__(self, index, *, storage: str, nbits: int, ncentroids: int | None, mode: str,

@@ -33,10 +33,12 @@ class ColBERTRetriever(pt.Transformer):
             check_num_results(candidates, "candidates")
         self.cells, self.candidates, self.check_encoder = cells, candidates, check_encoder
 
-    def search(self, snap, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, snap, queries: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(scores, rows)`` of each query, best first."""
         if self.cells is None:
-            return exhaustive_search(snap, query, self.num_results)
-        return plaid_search(snap, query, self.num_results, cells=self.cells, candidates=self.candidates)
+            return exhaustive_search(snap, queries, self.num_results)
+        return [plaid_search(snap, q, self.num_results, cells=self.cells, candidates=self.candidates)
+                for q in queries]
 
     def transform_inputs(self):
         return [["qid", "query_embs"]]
@@ -57,8 +59,7 @@ class ColBERTRetriever(pt.Transformer):
         k = min(self.num_results, snap.count)
         scores = np.zeros((len(queries), k), np.float32)
         rows = np.full((len(queries), k), -1, np.int64)
-        for i, q in enumerate(queries):
-            s, r = self.search(snap, q)
+        for i, (s, r) in enumerate(self.search(snap, queries)):
             scores[i, :len(s)], rows[i, :len(r)] = s, r
         return results_frame(inp, keep, scores, rows, snap.docnos)
 

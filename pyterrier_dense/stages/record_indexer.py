@@ -27,6 +27,7 @@ class RecordIndexer(pt.Indexer):
     context manager with ``set_encoder``) and ``_add(writer, records)``."""
 
     VALUE = "doc_vec"
+    WRITE_CHUNK = WRITE_CHUNK   # records written at once
     ENCODER_HINT = "(enc >> index.indexer()).index(docs)"
 
     def _writer(self):
@@ -64,7 +65,7 @@ class RecordIndexer(pt.Indexer):
                     raise ValueError(f"record {i} (docno {record['docno']!r}) was encoded by another encoder than "
                                      "the records before it; index one encoder's vectors at a time")
                 chunk.append(record)
-                if len(chunk) == WRITE_CHUNK:
+                if len(chunk) == self.WRITE_CHUNK:
                     self._add(writer, chunk)
                     _advance(bar, len(chunk))
                     chunk = []
