@@ -90,10 +90,13 @@ def test_pruning_keeps_the_tokens_of_highest_icf(colbert, index):
     for word, n in {"electron": 1000, "field": 3, "cancer": 500, "protein": 2, "gene": 50}.items():
         counts[tok.convert_tokens_to_ids(word)] = n
     pruned = colbert.query_encoder(prune_to=1, frequencies=(counts, 10_000))(QUERIES)
-    assert [t for t in pruned.query_toks[:2]] == [["field"], ["protein"]]
+    marker = colbert.model.token_strings([colbert.model.tokenizer.convert_tokens_to_ids(colbert.model.query_marker)]) \
+        if colbert.model.query_marker else []
+    assert [t for t in pruned.query_toks[:2]] == [["[CLS]", *marker, "field", "[SEP]"],
+                                                  ["[CLS]", *marker, "protein", "[SEP]"]]
     full = colbert.query_encoder()(QUERIES)
     row = full.query_toks[0].index("field")
-    assert np.array_equal(pruned.query_embs[0][0], full.query_embs[0][row])
+    assert np.array_equal(pruned.query_embs[0][pruned.query_toks[0].index("field")], full.query_embs[0][row])
     # from the index's own counts, pruned queries retrieve
     two = (colbert.query_encoder(prune_to=2, frequencies=index) >> index.retriever(num_results=3))(QUERIES)
     assert len(two) == 9
