@@ -142,7 +142,9 @@ def test_append_equals_one_build(tmp_path, storage):
     two = ptd.ColBERTIndex(tmp_path / "two")
     two.indexer(storage=storage, ncentroids=8).index(docs[:30])
     base_codec = two.snapshot().codec
-    two.indexer(storage=storage, mode="append").index(docs[30:])
+    two.indexer(mode="append").index(docs[30:])   # the index's own storage and nbits
+    with pytest.raises(ValueError, match="cannot append with storage"):
+        two.indexer(storage="residual" if storage == "float16" else "float16", mode="append").index(docs[30:31])
     with TokenIndexWriter(one.path, storage=storage, nbits=2) as w:
         w._codec, w.ncentroids = base_codec, base_codec.centroids.shape[0]
         w.add([d["docno"] for d in docs], [d["doc_embs"] for d in docs], [d["doc_token_ids"] for d in docs])

@@ -71,13 +71,14 @@ class ColBERTIndex(VectorIndex):
                 "storage": snap.storage, "nbits": snap.nbits, "ncentroids": snap.ncentroids}
 
     # ---- stages ----------------------------------------------------------------------------------------------
-    def indexer(self, *, storage: str = "float16", nbits: int = 2, ncentroids: int | None = None,
+    def indexer(self, *, storage: str | None = None, nbits: int | None = None, ncentroids: int | None = None,
                 mode: str = "error", lock_timeout: float | None = None, seed: int = 0) -> ColBERTIndexer:
         """A stage that writes ``docno`` + ``doc_embs`` records here: ``(colbert >> index.indexer()).index(docs)``.
 
-        ``storage="float16"`` or ``"residual"`` (``nbits`` 1 or 2); ``ncentroids`` (default: grows with the square
-        root of the number of tokens) for candidate generation and residuals; ``mode`` ``"error"`` / ``"overwrite"``
-        / ``"append"`` (appended documents reuse the index's centroids; nothing stored is re-encoded)."""
+        ``storage="float16"`` (default) or ``"residual"`` (``nbits`` 1 or 2, default 2); ``ncentroids`` (default:
+        grows with the square root of the number of tokens) for candidate generation and residuals; ``mode``
+        ``"error"`` / ``"overwrite"`` / ``"append"`` (appended documents reuse the index's storage and centroids;
+        nothing stored is re-encoded)."""
         return ColBERTIndexer(self, storage=storage, nbits=nbits, ncentroids=ncentroids, mode=mode,
                               lock_timeout=lock_timeout, seed=seed)
 

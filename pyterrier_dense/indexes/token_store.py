@@ -182,8 +182,8 @@ class _Reservoir:
 class TokenIndexWriter:
     """Streams (docnos, token matrices) into a new generation of the token index at ``path``.
 
-    ``storage="float16"`` keeps every token vector in float16; ``"residual"`` keeps ColBERTv2's centroid code plus
-    an ``nbits`` (1 or 2) residual per dimension. ``ncentroids`` defaults to :func:`suggest_ncentroids` of the
+    ``storage="float16"`` (the default) keeps every token vector in float16; ``"residual"`` keeps ColBERTv2's centroid
+    code plus an ``nbits`` (1 or 2, default 2) residual per dimension; an append keeps the index's unless told. ``ncentroids`` defaults to :func:`suggest_ncentroids` of the
     number of tokens. Modes as for every index: ``"error"``, ``"overwrite"``, ``"append"`` (keeps the stored
     tokens and the index's centroids; settings must match). Publishes atomically on a clean exit of the ``with``.
 
@@ -193,13 +193,16 @@ class TokenIndexWriter:
             w.add(["d1", "d2"], [np.ones((3, 8), np.float32), np.ones((5, 8), np.float32)])
     """
 
-    def __init__(self, path: str | os.PathLike, *, storage: str = "float16", nbits: int = 2,
+    def __init__(self, path: str | os.PathLike, *, storage: str | None = None, nbits: int | None = None,
                  ncentroids: int | None = None, mode: str = "error", encoder: dict | None = None,
                  lock_timeout: float | None = None, seed: int = 0, progress: bool = False):
-        if storage not in STORAGES:
+        if storage is not None and storage not in STORAGES:
             raise ValueError(f"storage must be one of {list(STORAGES)}, got {storage!r}")
-        if storage == "residual" and nbits not in (1, 2, 4):
+        if nbits is not None and nbits not in (1, 2, 4):
             raise ValueError(f"nbits must be 1, 2 or 4 bits per dimension, got {nbits!r}")
+        self._asked = (storage, nbits)   # None: float16 / 2 bits for a new index, what the index has for an append
+        storage = storage or "float16"
+        nbits = nbits or 2
         if ncentroids is not None and (isinstance(ncentroids, bool) or not isinstance(ncentroids, int) or ncentroids < 1):
             raise ValueError(f"ncentroids must be an int >= 1, got {ncentroids!r}")
         self.storage, self.nbits = storage, (nbits if storage == "residual" else None)
@@ -249,6 +252,8 @@ class TokenIndexWriter:
             current = self._build.current
             self._docnos = DocnoWriter(self._build)
             if current is not None:
+                self.storage = self._asked[0] or current.meta["storage"]
+                self.nbits = (self._asked[1] or current.meta.get("nbits") or 2) if self.storage == "residual" else None
                 self._check_appendable(current.meta, self.encoder if self._encoder_known else current.meta.get("encoder"))
                 self.dim = current.meta["dim"]
                 self._adopt(current)

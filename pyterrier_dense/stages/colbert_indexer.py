@@ -17,7 +17,7 @@ class ColBERTIndexer(RecordIndexer):
     WRITE_CHUNK = 256   # token matrices are big: a chunk of 256 documents is ~20 MB of float16 at 384 dims
     ENCODER_HINT = "(colbert >> index.indexer()).index(docs)"
 
-    def __init__(self, index, *, storage: str, nbits: int, ncentroids: int | None, mode: str,
+    def __init__(self, index, *, storage: str | None, nbits: int | None, ncentroids: int | None, mode: str,
                  lock_timeout: float | None, seed: int):
         self.index_ref = index
         self.options = dict(storage=storage, nbits=nbits, ncentroids=ncentroids, mode=mode,
@@ -37,4 +37,4 @@ class ColBERTIndexer(RecordIndexer):
                    None if all(i is None for i in ids) else ids)
 
     def __repr__(self) -> str:
-        return f"{self.index_ref!r}.indexer(storage={self.options['storage']!r}, mode={self.options['mode']!r})"
+        return f"{self.index_ref!r}.indexer(storage={self.options['storage'] or 'float16'!r}, mode={self.options['mode']!r})"
