@@ -144,11 +144,12 @@ def run(args) -> dict:
             out["rerank_same_top10"] = round(float(np.mean([a[k] == b[k] for k in b])), 4)
         log(f"re-ranking: {out.get('rerank_bm25_100')} / index {out['rerank_bm25_100_index']}")
 
-        out["exhaustive"], exact = retrieval("exhaustive", fp16.exhaustive_retriever(num_results=100), q, qrels)
-        ref_ms = out["exhaustive"]["ms_per_query"]
-        out["e2e_fp16"], _ = retrieval("e2e_fp16", fp16.retriever(num_results=100), q, qrels, exact, ref_ms)
-        out["e2e_fp16"]["bytes_per_token"] = round(fp16.size()["bytes_per_token"], 1)
-        for nbits in (2, 1):
+        if not args.skip_e2e:
+            out["exhaustive"], exact = retrieval("exhaustive", fp16.exhaustive_retriever(num_results=100), q, qrels)
+            ref_ms = out["exhaustive"]["ms_per_query"]
+            out["e2e_fp16"], _ = retrieval("e2e_fp16", fp16.retriever(num_results=100), q, qrels, exact, ref_ms)
+            out["e2e_fp16"]["bytes_per_token"] = round(fp16.size()["bytes_per_token"], 1)
+        for nbits in (() if args.skip_e2e else (2, 1)):
             idx = ptd.ColBERTIndex(os.path.join(work, f"{nbits}bit.colbert"))
             frame_settings = fp16.encoder_settings
             records = ({**r, "pyterrier_dense.encoder": frame_settings} for r in stored_records(fp16))
@@ -162,7 +163,7 @@ def run(args) -> dict:
 
         pruned = colbert.query_encoder(prune_to=8, frequencies=fp16)
         rr = (pruned >> fp16.scorer())(first)
-        e2e, _ = retrieval("pruned e2e", pruned >> fp16.retriever(num_results=100), topics, qrels)
+        e2e = None if args.skip_e2e else retrieval("pruned e2e", pruned >> fp16.retriever(num_results=100), topics, qrels)[0]
         out["pruned_query_8"] = {"rerank": evaluate(rr, qrels), "e2e_fp16": e2e,
                                  "rerank_ndcg10_vs_unpruned": round(evaluate(rr, qrels)["ndcg10"]
                                                                     - out["rerank_bm25_100_index"]["ndcg10"], 4)}
@@ -196,6 +197,7 @@ def main(argv=None) -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--workdir", default=None, help="where indexes go (default: a new temporary directory)")
     p.add_argument("--skip-text-rerank", action="store_true", help="skip re-ranking from texts (encodes 100 docs a query)")
+    p.add_argument("--skip-e2e", action="store_true", help="skip exhaustive, PLAID and residual-storage retrieval")
     p.add_argument("--skip-doc-pruning", action="store_true", help="skip the whole_word / drop_stopwords indexes")
     p.add_argument("--skip-anchor", action="store_true", help="skip MaxSim against PyLate")
     p.add_argument("--skip-rss", action="store_true", help="skip the 10k / 100k indexing memory runs")
