@@ -7,7 +7,7 @@ PLAID (Santhanam et al., 2022) in three steps, per query:
    inverted file are the candidates;
 2. **centroid interaction** (the pruning steps): each candidate gets an approximate MaxSim in which a document token
    counts as its centroid and only the probed centroids are seen, computed from the inverted file alone; the best
-   ``4 * candidates`` go on to a full centroid interaction (every token counted as its centroid, from the stored
+   ``2 * candidates`` go on to a full centroid interaction (every token counted as its centroid, from the stored
    codes), and the best ``candidates`` of those go on;
 3. **exact MaxSim** over those documents' stored (decompressed) token vectors; the top ``k`` are returned.
 
@@ -23,7 +23,7 @@ from .token_ivf import doc_blocks
 __all__ = ["exhaustive_search", "plaid_search", "score_docs", "top_k"]
 
 SCAN_TOKENS = 1 << 13      # stored tokens read (decompressed) at once by the scans
-INTERACTION_FACTOR = 4     # documents ranked by full centroid interaction, per document then scored exactly
+INTERACTION_FACTOR = 2     # documents ranked by full centroid interaction, per document then scored exactly
 QUERY_ROWS = 1024          # query vectors scored together against a block by the exhaustive scan
 
 

@@ -3,6 +3,7 @@ least one token assigned to it. Built from the stored codes in two passes over d
 stays bounded by a block whatever the collection size."""
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import numpy as np
@@ -54,18 +55,22 @@ def _write_lists(build, codes, offsets: np.ndarray, ncentroids: int, count: int)
         sizes += np.bincount(c, minlength=ncentroids)
     ivf_off = np.zeros(ncentroids + 1, np.int64)
     np.cumsum(sizes, out=ivf_off[1:])
-    path = build.tmp / "ivf.docs.i4"
-    total = int(ivf_off[-1])
-    with open(path, "wb") as f:
-        f.truncate(4 * total)
-    if total:
-        docs_out = np.memmap(path, dtype=np.int32, mode="r+", shape=(total,))
+    # each block's documents go straight to their lists' places with positioned writes: no memory map, whose
+    # written pages would stay counted in the process's memory until the build ends
+    fd = os.open(build.tmp / "ivf.docs.i4", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.ftruncate(fd, 4 * int(ivf_off[-1]))
         cursor = ivf_off[:-1].copy()
         for d0, d1 in doc_blocks(offsets):
             c, d = _pairs(codes, offsets, d0, d1, count)
-            first = np.searchsorted(c, c, side="left")     # index of each code's first pair in this block
-            docs_out[cursor[c] + (np.arange(len(c)) - first)] = d
+            if not len(c):
+                continue
+            bounds = np.flatnonzero(np.concatenate([[True], c[1:] != c[:-1], [True]]))
+            data = d.astype(np.int32).tobytes()
+            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+                os.pwrite(fd, data[4 * a:4 * b], 4 * int(cursor[c[a]]))
             cursor += np.bincount(c, minlength=ncentroids)
-        docs_out.flush()
-        del docs_out
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     build.array_writer("ivf.off", "int64", ()).append(ivf_off)
