@@ -40,14 +40,19 @@ def _model_class(name_or_path: str, config):
                      f"config.json; expected one of {list(_DPR_ENCODERS)}")
 
 
+def _location(name_or_path: str, subfolder: str) -> tuple[str, dict]:
+    """Where ``from_pretrained`` finds a checkpoint's transformer in ``subfolder``: a local path joined, or the hub's
+    ``subfolder=`` argument."""
+    if not subfolder:
+        return name_or_path, {}
+    if os.path.isdir(name_or_path):
+        return os.path.join(name_or_path, subfolder), {}
+    return name_or_path, {"subfolder": subfolder}
+
+
 def _load(name_or_path: str, subfolder: str):
     from transformers import AutoConfig, AutoTokenizer
-    where, kwargs = name_or_path, {}
-    if subfolder:
-        if os.path.isdir(name_or_path):
-            where = os.path.join(name_or_path, subfolder)
-        else:
-            kwargs["subfolder"] = subfolder
+    where, kwargs = _location(name_or_path, subfolder)
     try:
         config = AutoConfig.from_pretrained(where, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)

@@ -10,14 +10,13 @@ padding. Documents can further be pruned: ``whole_word`` averages the sub-words 
 from __future__ import annotations
 
 import logging
-import os
 import string
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from .bi_encoder_model import _fingerprint, _load_error, _model_class, _store_linear_weights
+from .bi_encoder_model import _fingerprint, _load_error, _location, _model_class, _store_linear_weights
 from .colbert_checkpoint import load_projection, read_colbert_checkpoint
 from .default_model import resolve_model
 from .encoder_base import _PASSAGING, EncoderModel, Tokenized, tokenize
@@ -41,12 +40,7 @@ def _load_encoder(name_or_path: str, subfolder: str):
     """Tokenizer and transformer of a checkpoint, in float32; an error when any encoder weight is missing from it
     (it would be randomly initialised). A ColBERT projection stored beside the encoder is expected, not reported."""
     import transformers
-    where, kwargs = name_or_path, {}
-    if subfolder:
-        if os.path.isdir(name_or_path):
-            where = os.path.join(name_or_path, subfolder)
-        else:
-            kwargs["subfolder"] = subfolder
+    where, kwargs = _location(name_or_path, subfolder)
     try:
         config = transformers.AutoConfig.from_pretrained(where, **kwargs)
         tokenizer = transformers.AutoTokenizer.from_pretrained(where, **kwargs)

@@ -7,17 +7,11 @@ import pandas as pd
 import pyterrier as pt
 
 from ..indexes.late_search import exhaustive_search, plaid_search, score_docs
-from .columns import check_num_results, encoder_of, matrices_of, require_columns
+from .columns import check_frame_encoder, check_num_results, matrices_of, require_columns, stored_rows
 from .dense_retriever import RESULT_COLUMNS, results_frame, unique_queries
 from .ranking import sort_and_rank
 
 __all__ = ["ColBERTRetriever", "ColBERTScorer"]
-
-
-def _check(index, inp: pd.DataFrame, snap, check_encoder: bool) -> None:
-    settings = encoder_of(inp)
-    if check_encoder and settings is not None:
-        index.check_encoder(settings, snap)
 
 
 class ColBERTRetriever(pt.Transformer):
@@ -50,7 +44,7 @@ class ColBERTRetriever(pt.Transformer):
         require_columns(inp, ["qid", "query_embs"], "ColBERTRetriever",
                         "Encode queries first: colbert.query_encoder() >> index.retriever()")
         snap = self.index.snapshot()
-        _check(self.index, inp, snap, self.check_encoder)
+        check_frame_encoder(self.index, inp, snap, self.check_encoder)
         keep = [c for c in inp.columns if c != "query_embs"]
         if not len(inp):
             return pd.DataFrame(columns=keep + RESULT_COLUMNS)
@@ -97,15 +91,11 @@ class ColBERTScorer(pt.Transformer):
         require_columns(inp, ["qid", "docno", "query_embs"], "ColBERTScorer",
                         "Encode queries first: first_stage >> colbert.query_encoder() >> index.scorer()")
         snap = self.index.snapshot()
-        _check(self.index, inp, snap, self.check_encoder)
+        check_frame_encoder(self.index, inp, snap, self.check_encoder)
         out = inp.drop(columns=[c for c in ("query_embs", "score", "rank") if c in inp.columns])
         if not len(inp):
             return out.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
-        rows = snap.docnos.rows_of(inp["docno"].to_numpy())
-        if (rows < 0).any():
-            missing = inp["docno"].to_numpy()[rows < 0]
-            raise ValueError(f"ColBERTScorer: {len(missing)} docno(s) are not in {self.index.path}, e.g. "
-                             f"{list(missing[:5])}")
+        rows = stored_rows(inp, snap, "ColBERTScorer")
         codes, _ = pd.factorize(inp["qid"])
         first = np.unique(codes, return_index=True)[1]
         queries = matrices_of(inp.iloc[first], "query_embs", ("qid",), "ColBERTScorer", dim=snap.dim)

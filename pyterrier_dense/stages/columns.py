@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-__all__ = ["matrices_of", "ENCODER_ATTR", "ColumnsError", "require_columns", "texts_of", "vectors_of", "stack_vectors", "check_num_results",
+__all__ = ["matrices_of", "check_frame_encoder", "stored_rows", "ENCODER_ATTR", "ColumnsError", "require_columns", "texts_of", "vectors_of", "stack_vectors", "check_num_results",
            "encoder_of"]
 
 # The settings of the encoder that made a frame's vectors travel with the data: in ``DataFrame.attrs`` for frames,
@@ -45,6 +45,22 @@ def check_num_results(value, name: str = "num_results") -> int:
 def encoder_of(inp: pd.DataFrame) -> dict | None:
     """The settings of the encoder that made this frame's vectors, when the frame carries them."""
     return inp.attrs.get(ENCODER_ATTR)
+
+
+def check_frame_encoder(index, inp: pd.DataFrame, snapshot, check: bool = True) -> None:
+    """When the frame carries its encoder's settings (and ``check``), the index must accept them."""
+    settings = encoder_of(inp)
+    if check and settings is not None:
+        index.check_encoder(settings, snapshot)
+
+
+def stored_rows(inp: pd.DataFrame, snapshot, stage: str) -> np.ndarray:
+    """The index rows of the frame's ``docno`` values; docnos the index lacks are an error naming them."""
+    rows = snapshot.docnos.rows_of(inp["docno"].to_numpy())
+    if (rows < 0).any():
+        missing = inp["docno"].to_numpy()[rows < 0]
+        raise ValueError(f"{stage}: {len(missing)} docno(s) are not in {snapshot.path}, e.g. {list(missing[:5])}")
+    return rows
 
 
 def _row_id(inp: pd.DataFrame, i: int, id_columns: tuple[str, ...]) -> str:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from .columns import check_num_results, encoder_of, require_columns, vectors_of
+from .columns import check_frame_encoder, check_num_results, require_columns, vectors_of
 
 __all__ = ["DenseRetriever", "results_frame", "unique_queries"]
 
@@ -52,11 +52,6 @@ class DenseRetriever(pt.Transformer):
             return self.index.size()
         return self.searcher.size(self.index.snapshot())
 
-    def _check(self, inp: pd.DataFrame, snap) -> None:
-        settings = encoder_of(inp)
-        if self.check_encoder and settings is not None:
-            self.index.check_encoder(settings, snap)
-
     def fuse_rank_cutoff(self, k: int):
         # an approximate search with a smaller k can return other documents, so only exact search is cut early
         if k < self.num_results and self.searcher is None:
@@ -72,7 +67,7 @@ class DenseRetriever(pt.Transformer):
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["qid", "query_vec"], "DenseRetriever", "Encode queries first: enc >> index.retriever()")
         snap = self.index.snapshot()
-        self._check(inp, snap)
+        check_frame_encoder(self.index, inp, snap, self.check_encoder)
         keep = [c for c in inp.columns if c != "query_vec"]
         if not len(inp):
             return pd.DataFrame(columns=keep + RESULT_COLUMNS)

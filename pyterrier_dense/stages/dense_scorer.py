@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from .columns import encoder_of, require_columns, vectors_of
+from .columns import check_frame_encoder, require_columns, stored_rows, vectors_of
 from .ranking import sort_and_rank
 
 __all__ = ["DenseScorer"]
@@ -33,19 +33,14 @@ class DenseScorer(pt.Transformer):
         require_columns(inp, ["qid", "docno", "query_vec"], "DenseScorer",
                         "Encode queries first: first_stage >> enc >> index.scorer()")
         snap = self.index.snapshot()
-        settings = encoder_of(inp)
-        if self.check_encoder and settings is not None:
-            self.index.check_encoder(settings, snap)
+        check_frame_encoder(self.index, inp, snap, self.check_encoder)
         out = inp.drop(columns=[c for c in ("query_vec", "score", "rank") if c in inp.columns])
         if not len(inp):
             return out.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
         codes, _ = pd.factorize(inp["qid"])
         first = np.unique(codes, return_index=True)[1]
         queries = vectors_of(inp.iloc[first], "query_vec", ("qid",), "DenseScorer", dim=snap.dim)
-        rows = snap.docnos.rows_of(inp["docno"].to_numpy())
-        if (rows < 0).any():
-            missing = inp["docno"].to_numpy()[rows < 0]
-            raise ValueError(f"DenseScorer: {len(missing)} docno(s) are not in {self.index.path}, e.g. {list(missing[:5])}")
+        rows = stored_rows(inp, snap, "DenseScorer")
         scores = np.empty(len(inp), dtype=np.float64)
         for start in range(0, len(inp), SCORE_CHUNK):
             docs = snap.gather(rows[start:start + SCORE_CHUNK])
