@@ -14,11 +14,14 @@ from .collection import Collection
 from .artifacts.colbert_index import ColBERTIndex
 from .artifacts.dense_index import DenseIndex
 from .artifacts.pq_index import PQIndex
+from .artifacts.sparse_index import SparseIndex
 from .stages.fusion import RRFusion, ScoreFusion
 from .stages.text_loader import TextLoader
 
 _NEED_TORCH = {"BiEncoder": ".stages.bi_encoder", "BiEncoderModel": ".models.bi_encoder_model",
-               "ColBERT": ".stages.colbert", "ColBERTModel": ".models.colbert_model"}
+               "ColBERT": ".stages.colbert", "ColBERTModel": ".models.colbert_model",
+               "CrossEncoder": ".stages.cross_encoder", "CrossEncoderModel": ".models.cross_encoder_model",
+               "Splade": ".stages.splade", "SpladeModel": ".models.splade_model"}
 
 
 def __getattr__(name):
@@ -28,5 +31,6 @@ def __getattr__(name):
         return getattr(importlib.import_module(_NEED_TORCH[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["BiEncoder", "BiEncoderModel", "ColBERT", "ColBERTModel", "ColBERTIndex", "DenseIndex", "PQIndex", "Collection", "ScoreFusion", "RRFusion", "TextLoader",
-           "__version__"]
+__all__ = ["BiEncoder", "BiEncoderModel", "ColBERT", "ColBERTModel", "CrossEncoder", "CrossEncoderModel", "Splade",
+           "SpladeModel", "ColBERTIndex", "DenseIndex", "PQIndex", "SparseIndex", "Collection", "ScoreFusion", "RRFusion",
+           "TextLoader", "__version__"]

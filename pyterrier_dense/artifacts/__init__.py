@@ -3,5 +3,6 @@
 from .colbert_index import ColBERTIndex
 from .dense_index import DenseIndex
 from .pq_index import PQIndex
+from .sparse_index import SparseIndex
 
-__all__ = ["ColBERTIndex", "DenseIndex", "PQIndex"]
+__all__ = ["ColBERTIndex", "DenseIndex", "PQIndex", "SparseIndex"]
