@@ -32,48 +32,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measures import cpu_kind, evaluate, overlap, timed, tops  # noqa: E402
 
 
 def log(msg: str) -> None:
     print(f"[colbert-bench] {msg}", file=sys.stderr, flush=True)
-
-
-def cpu_kind() -> str:
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    name = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")), "")
-    return f"{name or platform.processor()} ({'avx512_bf16' if 'avx512_bf16' in flags else 'AVX2 only'})"
-
-
-def evaluate(run, qrels) -> dict:
-    import ir_measures
-    from ir_measures import R, nDCG
-    m = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"}),
-                                   run.rename(columns={"qid": "query_id", "docno": "doc_id"})[["query_id", "doc_id", "score"]])
-    return {"ndcg10": round(m[nDCG @ 10], 4), "r100": round(m[R @ 100], 4)}
-
-
-def tops(run, depth: int = 100) -> dict:
-    run = run.sort_values(["qid", "rank"])
-    return {q: list(g.docno[:depth]) for q, g in run.groupby("qid")}
-
-
-def overlap(run, reference, depth: int = 100) -> float:
-    a, b = tops(run, depth), tops(reference, depth)
-    return round(float(np.mean([len(set(a.get(q, [])) & set(b[q])) / max(1, len(b[q])) for q in b])), 4)
-
-
-def timed(fn, *args):
-    t = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t
 
 
 def stored_records(index):
@@ -109,7 +78,6 @@ def retrieval(name, retriever, queries, qrels, reference=None, reference_ms=None
 
 
 def run(args) -> dict:
-    import pyterrier as pt
     import pyterrier_dense as ptd
     from pyterrier_dense.experiment import build_bm25
     from pyterrier_dense.models.default_model import DEFAULT_MODEL, resolve_model

@@ -1,5 +1,6 @@
 """models/: batching helper, precision choice, BiEncoderModel pooling/normalisation/prefixes/truncation, weight
 fingerprints, two-tower and DPR checkpoints, default-model resolution, input checks."""
+import json
 import logging
 import re
 import shutil
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import pyterrier_dense as ptd
 from pyterrier_dense.models import BiEncoderModel, length_sorted_batches, pad_batch
 from pyterrier_dense.models import precision as precision_mod
 
@@ -250,3 +252,15 @@ def test_bad_texts_raise_value_error_naming_position_and_value(tiny_plain_model,
 def test_unloadable_model_names_it(tmp_path):
     with pytest.raises(OSError, match="could not load encoder"):
         BiEncoderModel(str(tmp_path))
+
+
+def test_a_checkpoint_saved_by_sentence_transformers_6_loads_with_its_settings(tiny_st_model, tmp_path):
+    """sentence-transformers 6 writes other module type names and ``pooling_mode``: the same vectors as ST gives."""
+    st = pytest.importorskip("sentence_transformers", reason="the test extra installs sentence-transformers")
+    model = st.SentenceTransformer(tiny_st_model, device="cpu")
+    model.save(str(tmp_path / "st6"))
+    modules = json.loads((tmp_path / "st6" / "modules.json").read_text())
+    texts = ["the magnetic field of an electron", "gene cancer study results"]
+    ours = ptd.BiEncoder(str(tmp_path / "st6"), precision="fp32", verbose=False).model
+    assert ours.pooling == "mean" and ours.normalize, modules
+    np.testing.assert_allclose(ours.encode(texts), model.encode(texts), atol=1e-6)

@@ -122,7 +122,7 @@ class BiEncoderModel(EncoderModel):
 
     def __init__(self, model: str = DEFAULT_MODEL, *, query_model: str | None = None, pooling: str | None = None,
                  normalize: bool | None = None, query_prefix: str | None = None, doc_prefix: str | None = None,
-                 max_length: int | None = None, batch_size: int = 32, device: str | None = None,
+                 max_length: int | None = None, batch_size: int | None = None, device: str | None = None,
                  precision: str = "auto", verbose: bool = True):
         if pooling is not None and pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")

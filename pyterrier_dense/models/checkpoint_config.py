@@ -13,11 +13,9 @@ from dataclasses import dataclass
 
 __all__ = ["CheckpointConfig", "read_checkpoint_config"]
 
-_SUPPORTED_MODULES = {
-    "sentence_transformers.models.Transformer",
-    "sentence_transformers.models.Pooling",
-    "sentence_transformers.models.Normalize",
-}
+# module classes by name: sentence-transformers < 6 writes ``sentence_transformers.models.Pooling``, 6.x writes
+# ``sentence_transformers.sentence_transformer.modules.pooling.Pooling`` (and ``...base.modules...`` for the others)
+_SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
 @dataclass(frozen=True)
@@ -49,6 +47,13 @@ def _read_json(name_or_path: str, filename: str) -> dict | list | None:
 
 
 def _pooling_from(cfg: dict) -> str:
+    if "pooling_mode" in cfg:   # sentence-transformers 6.x: one name (or a list of them)
+        mode = cfg["pooling_mode"]
+        modes = [mode] if isinstance(mode, str) else list(mode or [])
+        if len(modes) == 1 and modes[0] in ("cls", "mean", "max"):
+            return modes[0]
+        raise ValueError(f"the checkpoint's Pooling config has pooling_mode={mode!r}; exactly one of cls/mean/max "
+                         "is supported")
     modes = [m for key, m in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
                               ("pooling_mode_max_tokens", "max")) if cfg.get(key)]
     if len(modes) != 1:
@@ -64,9 +69,9 @@ def read_checkpoint_config(name_or_path: str) -> CheckpointConfig:
     transformer_path, pooling, normalize = "", None, False
     for module in modules:
         kind = module.get("type", "")
-        if kind not in _SUPPORTED_MODULES:
+        if not kind.startswith("sentence_transformers.") or kind.rsplit(".", 1)[-1] not in _SUPPORTED_MODULES:
             raise ValueError(f"checkpoint {name_or_path!r} has a {kind!r} module; supported modules are "
-                             f"{sorted(_SUPPORTED_MODULES)}")
+                             f"sentence-transformers' {', '.join(_SUPPORTED_MODULES)}")
         if kind.endswith(".Transformer"):
             transformer_path = module.get("path", "")
         elif kind.endswith(".Pooling"):

@@ -88,7 +88,7 @@ class ColBERTModel(EncoderModel):
 
     def __init__(self, model: str, *, query_length: int | None = None, doc_length: int | None = None,
                  query_augmentation: bool | None = None, whole_word: bool = False, drop_stopwords: bool = False,
-                 batch_size: int = 32, device: str | torch.device | None = None, precision: str = "auto",
+                 batch_size: int | None = None, device: str | torch.device | None = None, precision: str = "auto",
                  verbose: bool = True):
         super().__init__(batch_size=batch_size, device=device, precision=precision, verbose=verbose)
         self.model_id = str(model)

@@ -28,6 +28,7 @@ __all__ = ["EncoderModel", "Tokenized", "tokenize", "CHUNK_TEXTS", "report_pendi
 log = logging.getLogger("pyterrier_dense")
 
 CHUNK_TEXTS = 4096  # inputs tokenised at once: bounds tokenizer memory, and is the window sorted by length
+CPU_BATCH, GPU_BATCH = 32, 128   # default batch sizes (``batch_size=None``)
 
 _PASSAGING = ("for long documents use passaging (pt.text.sliding(...) >> enc, then pt.text.max_passage()) "
               "or raise max_length=")
@@ -86,7 +87,8 @@ def _check_inputs(inputs: Sequence, pairs: bool) -> None:
 class EncoderModel:
     """Base class of every model family: one encode loop, three hooks (see the module docstring).
 
-    A subclass calls ``super().__init__(...)``, then sets ``max_length`` (and ``tokenizer`` when it uses the default
+    ``batch_size=None`` is 32 texts on a CPU and 128 on a GPU (on an H200, 128 encodes 1.5-2.7x more documents a
+    second than 32 for every family, bf16). A subclass calls ``super().__init__(...)``, then sets ``max_length`` (and ``tokenizer`` when it uses the default
     ``_tokenize``). ``chunk_size`` inputs are tokenised and length-sorted together; a PyTerrier stage can pass it
     as its pipeline batch size so that indexing sorts over windows of that many texts.
     """
@@ -95,13 +97,15 @@ class EncoderModel:
     pairs: bool = False  # inputs are (query, text) pairs rather than texts
     role_names: dict[str, str] = {"query": "queries", "doc": "documents"}  # roles ``encode`` accepts
 
-    def __init__(self, *, batch_size: int = 32, device: str | torch.device | None = None, precision: str = "auto",
+    def __init__(self, *, batch_size: int | None = None, device: str | torch.device | None = None, precision: str = "auto",
                  verbose: bool = True):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
         self.verbose = verbose
         self.device = resolve_device(device)
+        if batch_size is None:   # a GPU is held back by tokenising and launching at 32 (measured: see README)
+            batch_size = GPU_BATCH if self.device.type == "cuda" else CPU_BATCH
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.batch_size = batch_size
         self.precision = resolve_precision(precision, self.device)
         self._unreported: dict[str, list[int]] = {}  # role -> [truncated, encoded] since the last report
 
