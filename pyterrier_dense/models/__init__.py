@@ -5,7 +5,7 @@ by a process that never loads a model."""
 import importlib
 
 _LAZY = {"BiEncoderModel": ".bi_encoder_model", "ColBERTModel": ".colbert_model", "TokenVectors": ".colbert_model",
-         "CrossEncoderModel": ".cross_encoder_model", "SpladeModel": ".splade_model",
+         "CrossEncoderModel": ".cross_encoder_model", "SpladeModel": ".splade_model", "TermWeights": ".splade_model",
          "EncoderModel": ".encoder_base", "length_sorted_batches": ".batching", "pad_batch": ".batching",
          "cpu_has_native_bf16": ".precision", "resolve_precision": ".precision",
          "DEFAULT_MODEL": ".default_model", "resolve_model": ".default_model"}
