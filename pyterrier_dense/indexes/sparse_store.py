@@ -19,7 +19,6 @@ equals a build over all documents, file for file.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
