@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint_config import read_checkpoint_config
+from .batching import pad_batch
+from .checkpoint_config import read_checkpoint_config, write_sentence_transformers_files
 from .default_model import DEFAULT_MODEL, resolve_model
 from .encoder_base import EncoderModel, Tokenized, tokenize
 from .pooling import POOLINGS, pool
@@ -189,6 +190,43 @@ class BiEncoderModel(EncoderModel):
 
     def _new_output(self, n: int, role: str) -> np.ndarray:
         return np.empty((n, self.dim), dtype=np.float32)
+
+    # --- training ---------------------------------------------------------------------------------------------------
+
+    def towers(self) -> list[torch.nn.Module]:
+        """The transformer(s) whose weights training updates (one when queries and documents share it)."""
+        return [self.doc_model] if self.query_model is self.doc_model else [self.doc_model, self.query_model]
+
+    def embed(self, texts: Sequence[str], role: str) -> torch.Tensor:
+        """Vectors of ``texts`` as a (len(texts), dim) float32 tensor that carries gradients (training); the same
+        tokenisation, prefixes, pooling and normalisation as :meth:`encode`."""
+        batch = self._tokenize(list(texts), role)
+        padded = pad_batch(batch.ids, np.arange(len(texts)), batch.pad_ids)
+        padded = {k: torch.from_numpy(v).to(self.device) for k, v in padded.items()}
+        model = self.query_model if role == "query" else self.doc_model
+        vec = pool(model(**padded), padded["attention_mask"], self.pooling)
+        return torch.nn.functional.normalize(vec, dim=-1) if self.normalize else vec
+
+    def refresh_fingerprint(self) -> str:
+        """Re-digest the weights after training them in place, so indexes built before are told apart."""
+        self.fingerprint = _fingerprint(self.towers())
+        return self.fingerprint
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the model as a sentence-transformers directory (transformer at the root, ``1_Pooling``, optional
+        ``2_Normalize``, max length and prompts) that this class and sentence-transformers both load. A separate
+        query tower is written to ``query_model/`` beside it."""
+        path = str(path)
+        os.makedirs(path, exist_ok=True)
+        self.doc_model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        if self.query_model is not self.doc_model:
+            self.query_model.save_pretrained(os.path.join(path, "query_model"))
+            self.query_tokenizer.save_pretrained(os.path.join(path, "query_model"))
+        write_sentence_transformers_files(path, dim=self.dim, pooling=self.pooling, normalize=self.normalize,
+                                          max_length=self.max_length, query_prefix=self.query_prefix,
+                                          doc_prefix=self.doc_prefix)
+        return path
 
     def __repr__(self) -> str:
         return f"BiEncoderModel({self.model_id!r}, pooling={self.pooling!r}, normalize={self.normalize}, precision={self.precision!r})"

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 
-__all__ = ["CheckpointConfig", "read_checkpoint_config"]
+__all__ = ["CheckpointConfig", "read_checkpoint_config", "write_sentence_transformers_files"]
 
 # module classes by name: sentence-transformers < 6 writes ``sentence_transformers.models.Pooling``, 6.x writes
 # ``sentence_transformers.sentence_transformer.modules.pooling.Pooling`` (and ``...base.modules...`` for the others)
@@ -88,3 +88,29 @@ def read_checkpoint_config(name_or_path: str) -> CheckpointConfig:
         query_prefix=prompts.get("query") or None,
         doc_prefix=(prompts.get("document") or prompts.get("passage")) or None,
     )
+
+
+def write_sentence_transformers_files(path: str, *, dim: int, pooling: str, normalize: bool, max_length: int,
+                                      query_prefix: str | None, doc_prefix: str | None) -> None:
+    """The module files of a sentence-transformers directory whose transformer is at ``path``'s root, in the
+    classic layout that every sentence-transformers version reads (and :func:`read_checkpoint_config` too)."""
+    if pooling not in ("cls", "mean", "max"):
+        raise ValueError(f"sentence-transformers has no {pooling!r} pooling module; save with cls, mean or max")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        os.makedirs(os.path.join(path, "2_Normalize"), exist_ok=True)
+    os.makedirs(os.path.join(path, "1_Pooling"), exist_ok=True)
+    files = {
+        "modules.json": modules,
+        "1_Pooling/config.json": {"word_embedding_dimension": dim, "pooling_mode_cls_token": pooling == "cls",
+                                  "pooling_mode_mean_tokens": pooling == "mean",
+                                  "pooling_mode_max_tokens": pooling == "max"},
+        "sentence_bert_config.json": {"max_seq_length": max_length, "do_lower_case": False},
+        "config_sentence_transformers.json": {"prompts": {"query": query_prefix or "", "document": doc_prefix or ""},
+                                              "default_prompt_name": None, "similarity_fn_name": "cosine"},
+    }
+    for name, content in files.items():
+        with open(os.path.join(path, name), "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=2)

@@ -153,6 +153,31 @@ class BiEncoder(pt.Transformer):
             found = [fresh[q] if v is None else v for q, v in zip(queries, found)]
         return np.stack(found) if found else np.empty((0, self.model.dim), dtype=np.float32)
 
+    def fit(self, train_topics: pd.DataFrame, train_qrels: pd.DataFrame, valid_topics: pd.DataFrame | None = None,
+            valid_qrels: pd.DataFrame | None = None, *, texts, negatives=None, n_negatives: int = 1,
+            skip_top: int = 0, epochs: int = 1, batch_size: int = 32, lr: float = 2e-5, temperature: float = 0.05,
+            seed: int = 0, out=None, **trainer_args) -> "BiEncoder":
+        """Fine-tune the encoder in place (PyTerrier's Estimator interface) and return this stage.
+
+        InfoNCE over in-batch documents and ``n_negatives`` hard negatives a query, sampled each epoch from what
+        ``negatives`` (any PyTerrier retrieval pipeline) returns for the training topics, with judged positives
+        removed and the first ``skip_top`` results skipped. ``texts`` gives the documents' texts (a
+        :class:`~pyterrier_dense.Collection`, a dict or a docno/text DataFrame). With validation topics and qrels,
+        the weights of the epoch with the lowest validation loss are kept. ``out`` saves the result as a
+        sentence-transformers directory. The fingerprint changes, so indexes built before are refused::
+
+            enc = ptd.BiEncoder(precision="fp32")
+            enc.fit(coll.topics("train"), coll.qrels("train"), texts=coll, negatives=bm25 % 50, n_negatives=4,
+                    skip_top=3, epochs=2, out="minilm-scifact")
+        """
+        from ..training import fit_contrastive
+        self.last_fit = fit_contrastive(self.model, train_topics, train_qrels, valid_topics, valid_qrels, texts=texts,
+                                        negatives=negatives, skip_top=skip_top, out=out, epochs=epochs,
+                                        batch_size=batch_size, lr=lr, temperature=temperature, seed=seed,
+                                        n_negatives=n_negatives, verbose=self.model.verbose, **trainer_args)
+        self.clear_query_cache()
+        return self
+
     def clear_query_cache(self) -> None:
         """Forget the cached query vectors (of this stage and the role stages it handed out)."""
         if self._query_cache is not None:
