@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .docnos import DATA_FILE, OFFSETS_FILE, DocnoWriter, Docnos
-from .storage import CorruptIndexError, IndexBuild, IndexReader, open_reader
+from .storage import CorruptIndexError, IndexBuild, IndexReader, map_array, open_reader
 from .token_ivf import doc_blocks
 from .vector_index import encoder_differences
 
@@ -98,9 +98,7 @@ class SparseSnapshot:
 
     def _map(self, name: str, dtype) -> np.ndarray:
         if name not in self._maps:
-            size = self.manifest["files"][name]["bytes"]
-            self._maps[name] = np.empty(0, dtype) if size == 0 else \
-                np.asarray(np.memmap(self.reader.file(name), dtype=dtype, mode="r"))
+            self._maps[name] = map_array(self.reader, name, dtype)
         return self._maps[name]
 
     @property

@@ -547,6 +547,16 @@ def _remove_if_unread(generation: Path) -> bool:
         os.close(fd)
 
 
+def map_array(reader: IndexReader, name: str, dtype, shape_tail: tuple = ()) -> np.ndarray:
+    """File ``name`` of a pinned generation as a read-only array of rows of shape ``shape_tail`` (a plain ndarray
+    view of a memory map; an empty array for an empty file, which cannot be mapped)."""
+    size = reader.meta["files"][name]["bytes"]
+    if size == 0:
+        return np.empty((0, *shape_tail), dtype)
+    itemsize = np.dtype(dtype).itemsize * int(np.prod(shape_tail, dtype=np.int64))
+    return np.asarray(np.memmap(reader.file(name), dtype=dtype, mode="r", shape=(size // itemsize, *shape_tail)))
+
+
 def settings_digest(settings: dict) -> str:
     """A short stable digest of a JSON-able dict (for cache file names)."""
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]

@@ -25,7 +25,7 @@ import numpy as np
 
 from .docnos import DATA_FILE, OFFSETS_FILE, DocnoWriter, Docnos
 from .residual_codec import ResidualCodec, suggest_ncentroids
-from .storage import CorruptIndexError, IndexBuild, IndexReader, open_reader
+from .storage import CorruptIndexError, IndexBuild, IndexReader, map_array, open_reader
 from .token_ivf import build_ivf
 from .vector_index import encoder_differences
 
@@ -67,13 +67,7 @@ class TokenSnapshot:
 
     def _map(self, name: str, dtype, shape_tail: tuple = ()) -> np.ndarray:
         if name not in self._maps:
-            size = self.manifest["files"][name]["bytes"]
-            itemsize = np.dtype(dtype).itemsize * int(np.prod(shape_tail, dtype=np.int64))
-            if size == 0:
-                self._maps[name] = np.empty((0, *shape_tail), dtype)
-            else:
-                self._maps[name] = np.asarray(np.memmap(self.reader.file(name), dtype=dtype, mode="r",
-                                                        shape=(size // itemsize, *shape_tail)))
+            self._maps[name] = map_array(self.reader, name, dtype, shape_tail)
         return self._maps[name]
 
     @property

@@ -7,7 +7,7 @@ import pandas as pd
 import pyterrier as pt
 
 from ..indexes.late_search import exhaustive_search, plaid_search, score_docs
-from .columns import check_frame_encoder, check_num_results, matrices_of, require_columns, stored_rows
+from .columns import check_frame_encoder, check_num_results, matrices_of, query_groups, require_columns, stored_rows
 from .dense_retriever import RESULT_COLUMNS, results_frame, unique_queries
 from .ranking import sort_and_rank
 
@@ -96,14 +96,10 @@ class ColBERTScorer(pt.Transformer):
         if not len(inp):
             return out.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
         rows = stored_rows(inp, snap, "ColBERTScorer")
-        codes, _ = pd.factorize(inp["qid"])
-        first = np.unique(codes, return_index=True)[1]
+        first, groups = query_groups(inp)
         queries = matrices_of(inp.iloc[first], "query_embs", ("qid",), "ColBERTScorer", dim=snap.dim)
         scores = np.empty(len(inp), np.float64)
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(queries) + 1))
-        for q, query in enumerate(queries):
-            at = order[bounds[q]:bounds[q + 1]]
+        for query, at in zip(queries, groups):
             scores[at] = score_docs(snap, query, rows[at])
         return sort_and_rank(out.assign(score=scores))
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-__all__ = ["matrices_of", "check_frame_encoder", "stored_rows", "ENCODER_ATTR", "ColumnsError", "require_columns", "texts_of", "vectors_of", "stack_vectors", "check_num_results",
+__all__ = ["query_groups", "matrices_of", "check_frame_encoder", "stored_rows", "ENCODER_ATTR", "ColumnsError", "require_columns", "texts_of", "vectors_of", "stack_vectors", "check_num_results",
            "encoder_of"]
 
 # The settings of the encoder that made a frame's vectors travel with the data: in ``DataFrame.attrs`` for frames,
@@ -61,6 +61,15 @@ def stored_rows(inp: pd.DataFrame, snapshot, stage: str) -> np.ndarray:
         missing = inp["docno"].to_numpy()[rows < 0]
         raise ValueError(f"{stage}: {len(missing)} docno(s) are not in {snapshot.path}, e.g. {list(missing[:5])}")
     return rows
+
+
+def query_groups(inp: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The first row of each distinct qid (in order of first appearance) and, for each, the positions of its rows."""
+    codes, _ = pd.factorize(inp["qid"])
+    first = np.unique(codes, return_index=True)[1]
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(first) + 1))
+    return first, [order[bounds[q]:bounds[q + 1]] for q in range(len(first))]
 
 
 def _row_id(inp: pd.DataFrame, i: int, id_columns: tuple[str, ...]) -> str:

@@ -7,7 +7,7 @@ import pyterrier as pt
 
 from ..indexes.sparse_search import score_pairs, sparse_top_k
 from ..indexes.sparse_store import check_toks
-from .columns import _row_id, check_frame_encoder, check_num_results, require_columns, stored_rows
+from .columns import _row_id, check_frame_encoder, check_num_results, query_groups, require_columns, stored_rows
 from .dense_retriever import RESULT_COLUMNS, results_frame, unique_queries
 from .ranking import sort_and_rank
 
@@ -104,14 +104,10 @@ class SparseScorer(pt.Transformer):
         if not len(inp):
             return out.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))
         rows = stored_rows(inp, snap, "SparseScorer")
-        codes, _ = pd.factorize(inp["qid"])
-        first = np.unique(codes, return_index=True)[1]
+        first, groups = query_groups(inp)
         queries = query_terms(snap, inp.iloc[first], "SparseScorer")
         scores = np.empty(len(inp), np.float64)
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(queries) + 1))
-        for q, (ids, weights) in enumerate(queries):
-            at = order[bounds[q]:bounds[q + 1]]
+        for (ids, weights), at in zip(queries, groups):
             scores[at] = score_pairs(snap, rows[at], ids, weights)
         return sort_and_rank(out.assign(score=scores))
 
