@@ -12,7 +12,7 @@ from .docnos import DATA_FILE, OFFSETS_FILE, Docnos
 from .faiss_structure import build_structure
 from .storage import IndexBuild, IndexReader, open_reader
 
-__all__ = ["PQSnapshot", "open_pq", "build_pq_index", "TYPE", "FORMAT", "STRUCTURE"]
+__all__ = ["PQSnapshot", "open_pq", "build_pq_index", "write_pq_index", "TYPE", "FORMAT", "STRUCTURE"]
 
 TYPE, FORMAT = "dense_index", "pyterrier_dense.pq"
 STRUCTURE = "pq.faiss"
@@ -62,8 +62,29 @@ def build_pq_index(snapshot, path: str | os.PathLike, spec: PqSpec, *, train_siz
     spec.validate(snapshot.dim, snapshot.count)
     with IndexBuild(path, artifact_type=TYPE, artifact_format=FORMAT, mode=mode) as build:
         structure, report = build_structure(snapshot.vectors, spec, train_size=train_size, seed=spec.seed)
-        faiss.write_index(structure, str(build.tmp / STRUCTURE))
-        for name in (DATA_FILE, OFFSETS_FILE):
-            shutil.copyfile(snapshot.reader.file(name), build.tmp / name)
-        build.publish({"count": snapshot.count, "dim": snapshot.dim, "encoder": snapshot.encoder_settings,
-                       "source": str(snapshot.path), "report": report})
+        _publish(build, structure, snapshot, {"count": snapshot.count, "dim": snapshot.dim,
+                                              "encoder": snapshot.encoder_settings, "source": str(snapshot.path),
+                                              "report": report})
+
+
+def write_pq_index(snapshot: PQSnapshot, path: str | os.PathLike, structure: faiss.Index, *, encoder: dict | None,
+                   report: dict, mode: str = "error") -> None:
+    """Publish ``structure``, a FAISS index of the same documents in the same order as ``snapshot``'s (its codes
+    kept, its quantiser retrained: JPQ), as a compressed-only index at ``path`` with ``snapshot``'s docnos, recording
+    ``encoder`` (the settings of the encoder its queries must come from) and ``report`` (it keeps ``spec``)."""
+    if structure.ntotal != snapshot.count or structure.d != snapshot.dim:
+        raise ValueError(f"the structure holds {structure.ntotal} {structure.d}-dimensional vectors, but "
+                         f"{snapshot.path} holds {snapshot.count} {snapshot.dim}-dimensional ones")
+    if "spec" not in report:
+        raise ValueError("report must keep the build's 'spec' (the retriever reads its search parameters from it)")
+    with IndexBuild(path, artifact_type=TYPE, artifact_format=FORMAT, mode=mode) as build:
+        _publish(build, structure, snapshot, {"count": snapshot.count, "dim": snapshot.dim, "encoder": encoder,
+                                              "source": str(snapshot.path), "report": report})
+
+
+def _publish(build: IndexBuild, structure: faiss.Index, snapshot, manifest: dict) -> None:
+    """Write ``structure`` and ``snapshot``'s docnos into the build and publish it with ``manifest``."""
+    faiss.write_index(structure, str(build.tmp / STRUCTURE))
+    for name in (DATA_FILE, OFFSETS_FILE):
+        shutil.copyfile(snapshot.reader.file(name), build.tmp / name)
+    build.publish(manifest)

@@ -8,6 +8,7 @@ so the pairs of many queries share batches.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from .bi_encoder_model import _fingerprint, _load_error, _store_linear_weights
 from .checkpoint_config import _read_json
 from .default_model import resolve_model
+from .batching import pad_batch
 from .encoder_base import _PASSAGING, EncoderModel, Tokenized
 
 __all__ = ["CrossEncoderModel", "ACTIVATIONS"]
@@ -27,22 +29,38 @@ ACTIVATIONS = (None, "sigmoid", "softmax")
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer", "bart")
 
 
-def _load(name_or_path: str):
+def _load(name_or_path: str, new_head: bool = False):
     """Tokenizer and sequence-classification model in float32; an error when any weight is missing from the
-    checkpoint (a plain encoder has no trained head, which would be randomly initialised)."""
+    checkpoint (a plain encoder has no trained head, which would be randomly initialised) unless ``new_head`` asks
+    for a fresh one-logit head to train."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
+        config = AutoConfig.from_pretrained(name_or_path, **({"num_labels": 1} if new_head else {}))
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, config=config, dtype=torch.float32, output_loading_info=True)
+        from transformers.utils import logging as hf_logging
+        verbosity = hf_logging.get_verbosity()
+        if new_head:   # the missing head is what was asked for: transformers' report of it is noise
+            hf_logging.set_verbosity_error()
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, config=config, dtype=torch.float32, output_loading_info=True)
+        finally:
+            hf_logging.set_verbosity(verbosity)
     except (OSError, ValueError) as e:
         raise _load_error(name_or_path, e) from e
     lacking = sorted(info["missing_keys"]) + sorted(k for k, *_ in info.get("mismatched_keys") or ())
-    if lacking:
+    if new_head:
+        body = [k for k in lacking if not k.startswith(("classifier", "score", "pre_classifier"))]
+        if body:
+            raise OSError(f"could not load {name_or_path!r} as the body of a new cross-encoder: {len(body)} of its "
+                          f"encoder weights are missing (e.g. {body[0]!r})")
+        if not lacking:
+            log.warning("%r already has a classification head; new_head=True keeps it", name_or_path)
+    elif lacking:
         raise OSError(f"could not load cross-encoder {name_or_path!r}: {len(lacking)} of its weights are missing or "
                       f"of another shape (e.g. {lacking[0]!r}); they would be randomly initialised. Is it a "
-                      "sequence-classification (re-ranker) checkpoint?")
+                      "sequence-classification (re-ranker) checkpoint? To train a new re-ranker from a plain "
+                      "encoder, pass new_head=True")
     return tokenizer, model
 
 
@@ -90,7 +108,7 @@ class CrossEncoderModel(EncoderModel):
     role_names = {"pair": "pairs"}
 
     def __init__(self, model: str, *, activation: str | None = None, label: int | None = None,
-                 max_length: int | None = None, batch_size: int | None = None, device: str | torch.device | None = None,
+                 max_length: int | None = None, new_head: bool = False, batch_size: int | None = None, device: str | torch.device | None = None,
                  precision: str = "auto", verbose: bool = True):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -99,7 +117,7 @@ class CrossEncoderModel(EncoderModel):
         super().__init__(batch_size=batch_size, device=device, precision=precision, verbose=verbose)
         self.model_id = str(model)
         path = resolve_model(self.model_id)
-        self.tokenizer, self.model = _load(path)
+        self.tokenizer, self.model = _load(path, new_head)
         self.fingerprint = _fingerprint([self.model])  # before the precision cast below
         self.num_labels = int(self.model.config.num_labels)
         self.label = self._check_label(label)
@@ -190,6 +208,35 @@ class CrossEncoderModel(EncoderModel):
 
     def _new_output(self, n: int, role: str) -> np.ndarray:
         return np.empty(n, dtype=np.float32)
+
+    # --- training ---------------------------------------------------------------------------------------------------
+
+    def towers(self) -> list[torch.nn.Module]:
+        """The transformer whose weights training updates."""
+        return [self.model]
+
+    def pair_logits(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+        """Training scores of ``pairs`` as a float tensor that carries gradients: the logit of ``label`` for a
+        one-logit head, its log-probability among the classes otherwise (both order pairs as :meth:`score` does)."""
+        batch = self._tokenize(list(pairs), "pair")
+        padded = pad_batch(batch.ids, np.arange(len(pairs)), batch.pad_ids)
+        logits = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in padded.items()}).logits.float()
+        return logits[:, 0] if self.num_labels == 1 else torch.log_softmax(logits, dim=-1)[:, self.label]
+
+    def refresh_fingerprint(self) -> str:
+        """Re-digest the weights after training them in place."""
+        self.fingerprint = _fingerprint([self.model])
+        return self.fingerprint
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write a Hugging Face sequence-classification directory (weights, tokenizer with ``model_max_length``) that
+        this class and sentence-transformers' ``CrossEncoder`` load."""
+        path = str(path)
+        os.makedirs(path, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.model_max_length = self.max_length
+        self.tokenizer.save_pretrained(path)
+        return path
 
     def __repr__(self) -> str:
         return (f"CrossEncoderModel({self.model_id!r}, activation={self.activation!r}, label={self.label}, "

@@ -155,26 +155,40 @@ class BiEncoder(pt.Transformer):
 
     def fit(self, train_topics: pd.DataFrame, train_qrels: pd.DataFrame, valid_topics: pd.DataFrame | None = None,
             valid_qrels: pd.DataFrame | None = None, *, texts, negatives=None, n_negatives: int = 1,
-            skip_top: int = 0, epochs: int = 1, batch_size: int = 32, lr: float = 2e-5, temperature: float = 0.05,
-            seed: int = 0, out=None, **trainer_args) -> "BiEncoder":
+            skip_top: int = 0, teacher=None, epochs: int = 1, batch_size: int = 32, lr: float = 2e-5,
+            temperature: float = 0.05, seed: int = 0, out=None, **train_args) -> "BiEncoder":
         """Fine-tune the encoder in place (PyTerrier's Estimator interface) and return this stage.
 
         InfoNCE over in-batch documents and ``n_negatives`` hard negatives a query, sampled each epoch from what
-        ``negatives`` (any PyTerrier retrieval pipeline) returns for the training topics, with judged positives
+        ``negatives`` (any PyTerrier retrieval pipeline, or a run DataFrame such as
+        :func:`~pyterrier_dense.training.read_triples` gives) returns for the training topics, with judged positives
         removed and the first ``skip_top`` results skipped. ``texts`` gives the documents' texts (a
-        :class:`~pyterrier_dense.Collection`, a dict or a docno/text DataFrame). With validation topics and qrels,
-        the weights of the epoch with the lowest validation loss are kept. ``out`` saves the result as a
-        sentence-transformers directory. The fingerprint changes, so indexes built before are refused::
+        :class:`~pyterrier_dense.Collection`, a dict or a docno/text DataFrame).
+
+        ``teacher`` (any pipeline that scores documents for the topics: a fusion, ``bm25 % 100 >> cross_encoder``)
+        adds distillation from its scores, computed once and cached on disk: ``distill="kl"`` (listwise, the
+        default) or ``"margin_mse"``, ``teacher_temperature``, ``in_batch_weight``; without ``negatives`` the
+        teacher's ranking is the pool of negatives.
+
+        With validation topics and qrels, each epoch re-ranks the negatives (or teacher) pipeline's candidates for
+        them and ``valid_metric`` (nDCG@10) by ``pt.Experiment`` keeps the best epoch's weights (``patience`` stops
+        early). ``out`` saves the result as a sentence-transformers directory and holds checkpoints while training
+        (``checkpoint_every`` steps): a killed run re-run with the same ``out`` resumes. Other options:
+        ``accumulation``, ``chunk_size`` (GradCache split batches), ``gradient_checkpointing``, ``warmup``,
+        ``precision`` (``"auto"``: bf16 autocast where native). The fingerprint changes, so indexes built before are
+        refused; ``last_fit`` holds the report::
 
             enc = ptd.BiEncoder(precision="fp32")
             enc.fit(coll.topics("train"), coll.qrels("train"), texts=coll, negatives=bm25 % 50, n_negatives=4,
                     skip_top=3, epochs=2, out="minilm-scifact")
+            dense = enc >> ptd.DenseIndex("scifact-ft.dense").retriever()
         """
-        from ..training import fit_contrastive
-        self.last_fit = fit_contrastive(self.model, train_topics, train_qrels, valid_topics, valid_qrels, texts=texts,
-                                        negatives=negatives, skip_top=skip_top, out=out, epochs=epochs,
-                                        batch_size=batch_size, lr=lr, temperature=temperature, seed=seed,
-                                        n_negatives=n_negatives, verbose=self.model.verbose, **trainer_args)
+        from ..training import fit_model
+        self.last_fit = fit_model(self.model, "bi_encoder", train_topics, train_qrels, valid_topics, valid_qrels,
+                                  texts=texts, negatives=negatives, skip_top=skip_top, teacher=teacher, out=out,
+                                  valid_scorer=self.text_scorer(), epochs=epochs, batch_size=batch_size, lr=lr,
+                                  temperature=temperature, seed=seed, n_negatives=n_negatives,
+                                  verbose=self.model.verbose, **train_args)
         self.clear_query_cache()
         return self
 

@@ -59,6 +59,32 @@ class CrossEncoder(pt.Transformer):
         scores = self.model.score(list(zip(queries, texts)), progress=None if show_progress() else False)
         return sort_and_rank(out.assign(score=scores.astype(np.float64)))
 
+    def fit(self, train_topics: pd.DataFrame, train_qrels: pd.DataFrame, valid_topics: pd.DataFrame | None = None,
+            valid_qrels: pd.DataFrame | None = None, *, texts, negatives=None, n_negatives: int = 7,
+            skip_top: int = 0, teacher=None, epochs: int = 1, batch_size: int = 16, lr: float = 2e-5, seed: int = 0,
+            out=None, **train_args) -> "CrossEncoder":
+        """Fine-tune the cross-encoder in place (PyTerrier's Estimator interface) and return this stage.
+
+        Each query's positive and ``n_negatives`` hard negatives from ``negatives`` (a pipeline such as
+        ``bm25 % 100``, or a run DataFrame) are scored together, and the loss is the cross-entropy of the positive
+        among them (Localized Contrastive Estimation). ``teacher`` adds distillation from its scores
+        (``distill="kl"`` by default, or ``"margin_mse"``; ``teacher_temperature``, ``label_weight``). Validation,
+        checkpoints and resuming, ``accumulation``, ``chunk_size`` (queries a forward pass) and ``precision`` are as
+        in :meth:`~pyterrier_dense.BiEncoder.fit`; ``out`` saves a Hugging Face directory that this class and
+        sentence-transformers' ``CrossEncoder`` load. To start from a plain encoder, load it with ``new_head=True``::
+
+            ce = ptd.CrossEncoder("sentence-transformers/all-MiniLM-L6-v2", new_head=True, precision="fp32")
+            ce.fit(coll.topics("train"), coll.qrels("train"), texts=coll, negatives=bm25 % 100, epochs=2,
+                   out="minilm-ce-scifact")
+            rerank = bm25 % 100 >> coll.text_loader() >> ce
+        """
+        from ..training import fit_model
+        self.last_fit = fit_model(self.model, "cross_encoder", train_topics, train_qrels, valid_topics, valid_qrels,
+                                  texts=texts, negatives=negatives, skip_top=skip_top, teacher=teacher, out=out,
+                                  valid_scorer=self, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                  n_negatives=n_negatives, verbose=self.model.verbose, **train_args)
+        return self
+
     def transform_inputs(self):
         return [["qid", "query", "docno", self.text_field]]
 

@@ -1,10 +1,15 @@
-"""Training: examples from topics, qrels and mined negatives, losses, and the loop every family shares. Depends on
-``models`` (and runs PyTerrier pipelines for negatives); nothing in ``models`` or ``indexes`` depends on it."""
-from .examples import TrainingSet, build_training_set
-from .fit import fit_contrastive
+"""Training: examples from topics, qrels, mined negatives and teacher scores, losses, each family's objective, and
+the loop every family shares. Depends on ``models`` (and runs PyTerrier pipelines for negatives, teachers and
+validation); nothing in ``models`` or ``indexes`` depends on it."""
+from .batches import Batch, make_batches
+from .examples import TrainingSet, build_training_set, read_triples
+from .fit import fit_model
 from .losses import (cosent, cosine_regression, info_nce, listwise_kl, margin_mse, pearson_rank_imitation,
                      softmax_classifier, triplet_margin)
-from .trainer import ContrastiveTrainer
+from .objectives import BiEncoderObjective, CrossEncoderObjective
+from .teacher import teacher_scores
+from .trainer import Trainer
 
-__all__ = ["TrainingSet", "build_training_set", "fit_contrastive", "ContrastiveTrainer", "info_nce", "margin_mse",
-           "listwise_kl", "cosent", "cosine_regression", "triplet_margin", "softmax_classifier", "pearson_rank_imitation"]
+__all__ = ["TrainingSet", "build_training_set", "read_triples", "Batch", "make_batches", "fit_model", "Trainer",
+           "BiEncoderObjective", "CrossEncoderObjective", "teacher_scores", "info_nce", "margin_mse", "listwise_kl",
+           "cosent", "cosine_regression", "triplet_margin", "softmax_classifier", "pearson_rank_imitation"]

@@ -2,14 +2,16 @@
 pipeline. Every query or positive that cannot be used is counted and reported, never dropped silently."""
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["TrainingSet", "build_training_set", "text_lookup"]
+__all__ = ["TrainingSet", "build_training_set", "text_lookup", "read_triples"]
 
 log = logging.getLogger("pyterrier_dense")
 
@@ -52,6 +54,7 @@ class TrainingSet:
     negatives: list[list[str]]
     texts: dict[str, str] = field(repr=False)
     skipped: dict[str, int] = field(default_factory=dict)
+    teacher: list[dict[str, float]] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.qids)
@@ -63,14 +66,36 @@ def _report(stage: str, skipped: dict[str, int], total: int) -> None:
             log.warning("%s: %d of %d training queries %s", stage, n, total, what)
 
 
-def build_training_set(topics: pd.DataFrame, qrels: pd.DataFrame, texts, *, negatives=None, skip_top: int = 0,
-                       stage: str = "fit") -> TrainingSet:
-    """Judged positives (``label`` > 0) of every topic, their texts, and -- with ``negatives``, a PyTerrier
-    transformer run once on ``topics`` (``bm25 % 50``) -- each query's ranked pool of negatives, its judged
-    positives removed and its first ``skip_top`` results skipped (a guard against unjudged positives).
+def _ranked_run(negatives, topics: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The negatives pipeline's run on ``topics`` (or the given run), qid/docno as str, each query's rows by rank."""
+    if isinstance(negatives, pd.DataFrame):
+        run = negatives
+    elif hasattr(negatives, "transform"):
+        run = negatives.transform(topics[["qid", "query"]])
+    else:
+        raise TypeError(f"{stage}: negatives must be a PyTerrier transformer that retrieves docnos (e.g. bm25 % 50) "
+                        f"or a run DataFrame (qid, docno, rank or score), not a {type(negatives).__name__}")
+    if not isinstance(run, pd.DataFrame) or not {"qid", "docno"} <= set(run.columns):
+        raise ValueError(f"{stage}: negatives must give qid and docno columns (e.g. bm25 % 50)")
+    run = run.astype({"qid": str, "docno": str})
+    if "rank" in run.columns:
+        return run.sort_values(["qid", "rank"], kind="stable")
+    if "score" in run.columns:
+        return run.sort_values(["qid", "score"], ascending=[True, False], kind="stable")
+    return run
 
-    Queries with no judged positive, and judged positives whose text is unknown, are skipped and counted (a warning
-    says how many); a training set left empty is an error."""
+
+def build_training_set(topics: pd.DataFrame, qrels: pd.DataFrame, texts, *, negatives=None, skip_top: int = 0,
+                       teacher: pd.DataFrame | None = None, stage: str = "fit") -> TrainingSet:
+    """Judged positives (``label`` > 0) of every topic, their texts, and -- with ``negatives``, a PyTerrier
+    transformer run once on ``topics`` (``bm25 % 50``) or a run DataFrame -- each query's ranked pool of negatives,
+    its judged positives removed and its first ``skip_top`` results skipped (a guard against unjudged positives).
+
+    With ``teacher`` (a (qid, docno, score) run, see :func:`~pyterrier_dense.training.teacher.teacher_scores`), only
+    pairs the teacher scored are used, and without ``negatives`` the teacher's own ranking is the pool.
+
+    Queries with no usable positive, judged positives whose text is unknown and pairs the teacher did not score are
+    skipped and counted (a warning says how many); a training set left empty is an error."""
     for name, frame, cols in (("topics", topics, ("qid", "query")), ("qrels", qrels, ("qid", "docno", "label"))):
         missing = [c for c in cols if c not in frame.columns]
         if missing:
@@ -83,23 +108,23 @@ def build_training_set(topics: pd.DataFrame, qrels: pd.DataFrame, texts, *, nega
     topics = topics.astype({"qid": str}).drop_duplicates("qid")
     wanted = sorted({d for q in topics["qid"] for d in pos_by_qid.get(q, [])})
     text_of = {d: t for d, t in zip(wanted, lookup(wanted)) if isinstance(t, str) and t.strip()}
+    scored: dict[str, dict[str, float]] | None = None
+    if teacher is not None:
+        scored = {q: dict(zip(g["docno"], g["score"])) for q, g in teacher.groupby("qid", sort=False)}
+        if negatives is None:
+            negatives = teacher
     pools: dict[str, list[str]] = {}
     if negatives is not None:
-        run = negatives.transform(topics[["qid", "query"]]) if hasattr(negatives, "transform") else None
-        if run is None or "docno" not in run.columns:
-            raise ValueError(f"{stage}: negatives must be a PyTerrier transformer that retrieves docnos "
-                             "(e.g. bm25 % 50)")
-        run = run.astype({"qid": str, "docno": str})
-        if "rank" in run.columns:
-            run = run.sort_values(["qid", "rank"], kind="stable")
-        for qid, docs in run.groupby("qid", sort=False)["docno"]:
+        for qid, docs in _ranked_run(negatives, topics, stage).groupby("qid", sort=False)["docno"]:
             positives = set(pos_by_qid.get(qid, ()))
             pools[qid] = [d for d in docs.tolist()[skip_top:] if d not in positives]
         pool_docs = sorted({d for p in pools.values() for d in p} - set(text_of))
         text_of.update({d: t for d, t in zip(pool_docs, lookup(pool_docs)) if isinstance(t, str) and t.strip()})
-    out = TrainingSet([], [], [], [], text_of)
+    out = TrainingSet([], [], [], [], text_of, teacher=None if scored is None else [])
     skipped = {"have no judged positive": 0, "have judged positives none of whose texts are known": 0}
-    missing_positives = 0
+    if scored is not None:
+        skipped["have no judged positive the teacher scored"] = 0
+    missing_positives = unscored_positives = unscored_negatives = 0
     for qid, query in zip(topics["qid"], topics["query"]):
         positives = pos_by_qid.get(qid)
         if not positives:
@@ -110,20 +135,38 @@ def build_training_set(topics: pd.DataFrame, qrels: pd.DataFrame, texts, *, nega
         if not usable:
             skipped["have judged positives none of whose texts are known"] += 1
             continue
+        pool = [d for d in pools.get(qid, []) if d in text_of]
+        if scored is not None:
+            mine = scored.get(qid, {})
+            kept = [d for d in usable if d in mine]
+            unscored_positives += len(usable) - len(kept)
+            if not kept:
+                skipped["have no judged positive the teacher scored"] += 1
+                continue
+            usable, before = kept, len(pool)
+            pool = [d for d in pool if d in mine]
+            unscored_negatives += before - len(pool)
+            out.teacher.append({d: float(mine[d]) for d in usable + pool})
         if not isinstance(query, str) or not query.strip():
             raise ValueError(f"{stage}: the query of qid {qid!r} is empty")
         out.qids.append(qid)
         out.queries.append(query)
         out.positives.append(usable)
-        out.negatives.append([d for d in pools.get(qid, []) if d in text_of])
+        out.negatives.append(pool)
     _report(stage, skipped, len(topics))
-    if missing_positives:
-        log.warning("%s: %d judged positives have no text in the given texts and are not used", stage,
-                    missing_positives)
+    for n, what in ((missing_positives, "judged positives have no text in the given texts"),
+                    (unscored_positives, "judged positives have no teacher score"),
+                    (unscored_negatives, "mined negatives have no teacher score")):
+        if n:
+            log.warning("%s: %d %s and are not used", stage, n, what)
     skipped["judged positives without text"] = missing_positives
+    if scored is not None:
+        skipped["judged positives without teacher score"] = unscored_positives
+        skipped["negatives without teacher score"] = unscored_negatives
     out.skipped = skipped
     if not out.qids:
-        raise ValueError(f"{stage}: no training query has a judged positive with a known text ({skipped})")
+        raise ValueError(f"{stage}: no training query has a judged positive with a known text"
+                         f"{' and a teacher score' if scored is not None else ''} ({skipped})")
     return out
 
 
@@ -132,3 +175,32 @@ def sample_negatives(pool: list[str], n: int, rng: np.random.Generator) -> list[
     if len(pool) <= n:
         return list(pool)
     return [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
+
+
+def read_triples(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A triples file -- JSON lines ``{"qid", "query", "pos": [docno, ...], "neg": [docno, ...]}`` -- as what
+    ``fit`` takes: ``(topics, qrels, negatives)``, the negatives a run in the file's order::
+
+        topics, qrels, negatives = read_triples("train_triples.train.bm25negs.jsonl")
+        enc.fit(topics, qrels, texts=collection, negatives=negatives, n_negatives=4)
+
+    A line that is not such an object is an error naming the line."""
+    topics, qrels, negs = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                qid, query, pos, neg = str(row["qid"]), row["query"], row["pos"], row.get("neg", [])
+                if not isinstance(pos, list) or not isinstance(neg, list):
+                    raise TypeError("pos and neg must be lists of docnos")
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}, line {n}: not a triples record with qid, query, pos and neg ({e})") from None
+            topics.append((qid, query))
+            qrels.extend((qid, str(d), 1) for d in pos)
+            negs.extend((qid, str(d), r) for r, d in enumerate(neg))
+    if not topics:
+        raise ValueError(f"{path}: no triples records")
+    return (pd.DataFrame(topics, columns=["qid", "query"]), pd.DataFrame(qrels, columns=["qid", "docno", "label"]),
+            pd.DataFrame(negs, columns=["qid", "docno", "rank"]))

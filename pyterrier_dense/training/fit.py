@@ -1,30 +1,61 @@
-"""``fit()`` of the encoder stages: build the training set, train, refresh the model's fingerprint, save."""
+"""``fit()`` of the model stages: the training set (mined negatives, teacher scores), the family's objective, the
+shared loop, validation, and the trained model refreshed and saved."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 
 from .examples import build_training_set
-from .trainer import ContrastiveTrainer
+from .objectives import BiEncoderObjective, CrossEncoderObjective
+from .teacher import teacher_scores
+from .trainer import Trainer, training_precision
+from .validation import rerank_validation
 
-__all__ = ["fit_contrastive"]
+__all__ = ["fit_model", "OBJECTIVES"]
+
+OBJECTIVES = {"bi_encoder": BiEncoderObjective, "cross_encoder": CrossEncoderObjective}
+_TRAINER_ARGS = ("epochs", "lr", "batch_size", "n_negatives", "accumulation", "warmup", "weight_decay", "seed",
+                 "patience", "checkpoint_every", "gradient_checkpointing", "verbose")
 
 
-def fit_contrastive(model, train_topics: pd.DataFrame, train_qrels: pd.DataFrame,
-                    valid_topics: pd.DataFrame | None = None, valid_qrels: pd.DataFrame | None = None, *, texts,
-                    negatives=None, skip_top: int = 0, out: str | os.PathLike | None = None, **trainer_args) -> dict:
-    """Train ``model`` (a family with ``towers``, ``embed``, ``refresh_fingerprint`` and ``save``) in place by
-    InfoNCE over in-batch documents and ``negatives`` mined by a PyTerrier pipeline; returns the training report."""
+def fit_model(model, family: str, train_topics: pd.DataFrame, train_qrels: pd.DataFrame,
+              valid_topics: pd.DataFrame | None = None, valid_qrels: pd.DataFrame | None = None, *, texts,
+              negatives=None, skip_top: int = 0, teacher=None, teacher_cache=None, valid_scorer=None,
+              valid_metric: str = "nDCG@10", out: str | os.PathLike | None = None, precision: str = "auto",
+              **args) -> dict:
+    """Train ``model`` in place with the ``family``'s objective; returns the training report.
+
+    ``args`` are the trainer's (:class:`~pyterrier_dense.training.trainer.Trainer`) and the objective's
+    (:mod:`~pyterrier_dense.training.objectives`). With ``out``, checkpoints go to ``out/.trainer`` while training
+    (a killed run given the same ``out`` resumes) and the best weights are saved to ``out`` at the end."""
     if (valid_topics is None) != (valid_qrels is None):
         raise ValueError("give both valid_topics and valid_qrels, or neither")
-    data = build_training_set(train_topics, train_qrels, texts, negatives=negatives, skip_top=skip_top)
-    valid = None if valid_topics is None else build_training_set(valid_topics, valid_qrels, texts, negatives=negatives,
-                                                                 skip_top=skip_top, stage="fit (validation)")
-    trainer = ContrastiveTrainer(model, **trainer_args)
-    history = trainer.train(data, valid)
-    report = {"queries": len(data), "skipped": data.skipped, "epochs": history, "precision": trainer.precision,
-              "fingerprint": model.refresh_fingerprint()}
+    trainer_args = {k: args.pop(k) for k in _TRAINER_ARGS if k in args}
+    if teacher is None and args.get("distill"):
+        raise ValueError(f"distill={args['distill']!r} needs a teacher= pipeline")
+    if teacher is not None:
+        args.setdefault("distill", "kl")
+    scores = None if teacher is None else teacher_scores(teacher, train_topics, cache_dir=teacher_cache)
+    data = build_training_set(train_topics, train_qrels, texts, negatives=negatives, skip_top=skip_top, teacher=scores)
+    valid, validate = None, None
+    candidates = negatives if negatives is not None else teacher
+    if valid_topics is not None and candidates is not None and valid_scorer is not None:
+        validate = rerank_validation(valid_scorer, candidates, valid_topics, valid_qrels, texts, metric=valid_metric)
+    elif valid_topics is not None:
+        valid_scores = None if teacher is None else teacher_scores(teacher, valid_topics, cache_dir=teacher_cache,
+                                                                   stage="fit (validation)")
+        valid = build_training_set(valid_topics, valid_qrels, texts, negatives=negatives, skip_top=skip_top,
+                                   teacher=valid_scores, stage="fit (validation)")
+    precision = training_precision(model.device, precision)
+    all_texts = data.texts if valid is None else {**valid.texts, **data.texts}
+    objective = OBJECTIVES[family](model, precision=precision, texts=all_texts, **args)
+    checkpoint = None if out is None else Path(out) / ".trainer"
+    trainer = Trainer(model, objective, checkpoint_dir=checkpoint, **trainer_args)
+    history = trainer.train(data, valid, validate)
+    report = {"queries": len(data), "skipped": data.skipped, "epochs": history, "precision": precision,
+              "resumed_from_batch": trainer.resumed_from, "fingerprint": model.refresh_fingerprint()}
     if out is not None:
         report["saved"] = model.save(out)
     return report

@@ -1,158 +1,243 @@
-"""The training loop every family shares: batches of queries with one positive and sampled hard negatives each,
-documents de-duplicated within a batch, AdamW with linear warm-up and decay, the family's forward under the
-training precision, a progress bar with the running loss, a validation loss each epoch and the best weights kept.
+"""The training loop every family shares: AdamW with linear warm-up and decay, gradient accumulation, the family's
+objective under the training precision, a progress bar with the running loss, validation each epoch with early
+stopping and the best weights kept, and checkpoints a killed run resumes from with the same final weights.
 
-A family supplies ``towers()`` (the modules to train) and ``embed(texts, role)`` (vectors that carry gradients);
-the loss here is InfoNCE over in-batch documents and hard negatives (DPR). Other losses plug in the same way.
+A family supplies an objective (``backward(batch, scale)`` and ``loss(batch)``, see
+:mod:`~pyterrier_dense.training.objectives`) and a model with ``towers()``.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..models.precision import autocast, cpu_has_native_bf16
-from .examples import TrainingSet, sample_negatives
-from .losses import info_nce
+from ..models.precision import cpu_has_native_bf16
+from .batches import epoch_rng, make_batches
+from .examples import TrainingSet
 
-__all__ = ["ContrastiveTrainer", "Batch", "make_batches"]
+__all__ = ["Trainer", "training_precision"]
 
 log = logging.getLogger("pyterrier_dense")
 
-
-@dataclass
-class Batch:
-    """Queries, the distinct documents of the batch, each query's positive column and the mask of columns that are
-    another judged positive of that query (never scored as its negatives)."""
-    queries: list[str]
-    docnos: list[str]
-    positives: np.ndarray
-    mask: np.ndarray
+STATE_FILE = "trainer_state.pt"
+VALID_STREAM = 1_000_003   # the sampler of the fixed validation batches, apart from every epoch's
 
 
-def make_batches(data: TrainingSet, batch_size: int, n_negatives: int, rng: np.random.Generator) -> list[Batch]:
-    """One epoch of batches: queries shuffled, one positive drawn per query, ``n_negatives`` drawn from its pool;
-    a document appears once per batch whatever the number of queries that drew it."""
-    order = rng.permutation(len(data))
-    batches = []
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        column: dict[str, int] = {}
-        chosen = []
-        for i in rows:
-            pos = data.positives[i][int(rng.integers(len(data.positives[i])))]
-            chosen.append(column.setdefault(pos, len(column)))
-            for d in sample_negatives(data.negatives[i], n_negatives, rng):
-                column.setdefault(d, len(column))
-        mask = np.zeros((len(rows), len(column)), bool)
-        for r, i in enumerate(rows):
-            for d in data.positives[i]:
-                c = column.get(d)
-                if c is not None and c != chosen[r]:
-                    mask[r, c] = True
-        batches.append(Batch([data.queries[i] for i in rows], list(column), np.array(chosen), mask))
-    return batches
+def training_precision(device: torch.device, precision: str) -> str:
+    """``"auto"``: bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"training precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    return precision
 
 
-class ContrastiveTrainer:
-    """Trains a family's towers with InfoNCE over in-batch documents and mined hard negatives.
+def _positive_int(name: str, value, least: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    return value
 
-    ``precision="auto"`` trains under bf16 autocast on CUDA and on CPUs with native bf16 (weights and optimiser state
-    stay float32), fp32 elsewhere. ``epochs``, ``lr`` (AdamW), ``warmup`` (fraction of steps), ``temperature``,
-    ``batch_size`` (queries a step), ``n_negatives`` (per query), ``seed`` (shuffling, sampling, dropout).
+
+class Trainer:
+    """Runs ``objective`` over ``data`` for ``epochs``.
+
+    ``batch_size`` queries a batch, ``n_negatives`` hard negatives per query, ``accumulation`` batches per optimiser
+    step, ``lr`` (AdamW, ``weight_decay``), ``warmup`` (fraction of the steps), ``seed`` (batches, sampling, dropout).
+
+    ``validate`` (a function returning a figure, higher is better, e.g. nDCG@10 of a dev split by
+    ``pt.Experiment``) or, without it, the objective's loss on ``valid`` data (lower is better) is measured after
+    each epoch; the weights of the best epoch are restored at the end, and with ``patience`` training stops after
+    that many epochs without improvement.
+
+    ``checkpoint_dir`` with ``checkpoint_every`` (optimiser steps) saves weights, optimiser, schedule, random states
+    and progress there (atomically); a later ``train`` with the same settings and data resumes from it, and ends with
+    the weights an uninterrupted run gives. ``gradient_checkpointing`` trades compute for activation memory.
     """
 
-    def __init__(self, model, *, epochs: int = 1, lr: float = 2e-5, batch_size: int = 32, n_negatives: int = 1,
-                 temperature: float = 0.05, warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
-                 precision: str = "auto", verbose: bool = True):
-        for name, value, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("n_negatives", n_negatives, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    def __init__(self, model, objective, *, epochs: int = 1, lr: float = 2e-5, batch_size: int = 32,
+                 n_negatives: int = 1, accumulation: int = 1, warmup: float = 0.1, weight_decay: float = 0.01,
+                 seed: int = 0, patience: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
+                 checkpoint_every: int = 50, gradient_checkpointing: bool = False, verbose: bool = True):
+        _positive_int("epochs", epochs)
+        _positive_int("batch_size", batch_size)
+        _positive_int("n_negatives", n_negatives, 0)
+        _positive_int("accumulation", accumulation)
+        _positive_int("checkpoint_every", checkpoint_every)
+        if patience is not None:
+            _positive_int("patience", patience)
         if not 0 <= warmup < 1:
             raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {warmup!r}")
-        self.model, self.epochs, self.lr, self.batch_size = model, epochs, lr, batch_size
-        self.n_negatives, self.temperature, self.warmup, self.weight_decay = n_negatives, temperature, warmup, weight_decay
-        self.seed, self.verbose = seed, verbose
-        device = model.device
-        if precision == "auto":
-            precision = "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"training precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-        self.precision = precision
+        if not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(f"lr must be a number > 0, got {lr!r}")
         for tower in model.towers():
             if any(p.dtype != torch.float32 for p in tower.parameters()):
                 raise ValueError("the model's weights are stored in reduced precision for inference; load it with "
                                  "precision='fp32' to train it (training still runs under bf16 autocast where "
                                  "the CPU or GPU has it)")
+        self.model, self.objective = model, objective
+        self.epochs, self.lr, self.batch_size, self.n_negatives = epochs, float(lr), batch_size, n_negatives
+        self.accumulation, self.warmup, self.weight_decay, self.seed = accumulation, warmup, weight_decay, seed
+        self.patience, self.checkpoint_every, self.verbose = patience, checkpoint_every, verbose
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.gradient_checkpointing = gradient_checkpointing
         self.history: list[dict] = []
+        self.resumed_from: int | None = None
 
-    def _parameters(self):
-        seen = set()
+    # --- pieces -------------------------------------------------------------------------------------------------------
+
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        seen, params = set(), []
         for tower in self.model.towers():
             for p in tower.parameters():
                 if id(p) not in seen:
                     seen.add(id(p))
-                    yield p
+                    params.append(p)
+        return params
 
-    def _loss(self, batch: Batch, data: TrainingSet) -> torch.Tensor:
-        with autocast(self.model.device, self.precision):
-            q = self.model.embed(batch.queries, "query").float()
-            d = self.model.embed([data.texts[x] for x in batch.docnos], "doc").float()
-        scores = q @ d.T
-        positives = torch.as_tensor(batch.positives, device=scores.device)
-        mask = torch.as_tensor(batch.mask, device=scores.device)
-        return info_nce(scores, positives, mask, temperature=self.temperature)
+    def _batches(self, data: TrainingSet, epoch: int) -> list:
+        return make_batches(data, self.batch_size, self.n_negatives, epoch_rng(self.seed, epoch))
 
-    def train(self, data: TrainingSet, valid: TrainingSet | None = None) -> list[dict]:
-        """Train for ``epochs`` over ``data``; with ``valid``, compute its loss after each epoch and end with the
-        weights of the epoch where it was lowest. Returns one dict per epoch (train and valid loss, steps)."""
-        rng = np.random.default_rng(self.seed)
-        torch.manual_seed(self.seed)
-        steps_per_epoch = -(-len(data) // self.batch_size)
+    def _signature(self, data: TrainingSet) -> str:
+        """What a checkpoint must match to be resumed: the settings and the training data."""
+        h = hashlib.sha256(json.dumps({k: repr(getattr(self, k)) for k in (
+            "epochs", "lr", "batch_size", "n_negatives", "accumulation", "warmup", "weight_decay", "seed")}).encode())
+        for qid, pos, neg in zip(data.qids, data.positives, data.negatives):
+            h.update(f"\0{qid}\t{','.join(pos)}\t{','.join(neg)}".encode())
+        h.update(repr([type(self.objective).__name__, getattr(self.model, "fingerprint", None)] + [
+            vars(self.objective).get(k) for k in ("temperature", "distill", "teacher_temperature", "in_batch_weight",
+                                                  "label_weight")]).encode())
+        return h.hexdigest()
+
+    def _towers_state(self) -> list[dict]:
+        return [copy.deepcopy(t.state_dict()) for t in self.model.towers()]
+
+    def _load_towers(self, states: list[dict]) -> None:
+        for tower, state in zip(self.model.towers(), states):
+            tower.load_state_dict(state)
+
+    def _save(self, state: dict) -> None:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_dir / f"{STATE_FILE}.tmp-{os.getpid()}"
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_dir / STATE_FILE)
+
+    def _resume(self, signature: str) -> dict | None:
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / STATE_FILE).exists():
+            return None
+        state = torch.load(self.checkpoint_dir / STATE_FILE, weights_only=False)
+        if state.get("signature") != signature:
+            raise ValueError(f"{self.checkpoint_dir} holds the checkpoint of a training run with other settings or "
+                             "data; remove it, or train into another directory")
+        return state
+
+    # --- the loop -----------------------------------------------------------------------------------------------------
+
+    def train(self, data: TrainingSet, valid: TrainingSet | None = None,
+              validate: Callable[[], float] | None = None) -> list[dict]:
+        """Train for ``epochs``; returns one dict per epoch (train loss, steps, validation figure)."""
+        signature = self._signature(data)
+        per_epoch = -(-len(data) // self.batch_size)
+        steps_per_epoch = -(-per_epoch // self.accumulation)
         total = steps_per_epoch * self.epochs
         warm = max(1, int(self.warmup * total))
-        params = list(self._parameters())
+        params = self._parameters()
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-        best, best_state = None, None
-        for epoch in range(self.epochs):
+        torch.manual_seed(self.seed)
+        progress = {"epoch": 0, "batch": 0, "losses": [], "best": None, "best_state": None, "stale": 0}
+        state = self._resume(signature)
+        if state is not None:
+            self._load_towers(state["towers"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            progress, self.history = state["progress"], state["history"]
+            self.resumed_from = progress["epoch"] * per_epoch + progress["batch"]
+            log.info("resuming training from epoch %d, batch %d (%s)", progress["epoch"] + 1, progress["batch"],
+                     self.checkpoint_dir)
+        if self.gradient_checkpointing:
             for tower in self.model.towers():
-                tower.train()
-            losses = []
-            bar = tqdm(make_batches(data, self.batch_size, self.n_negatives, rng), desc=f"training epoch {epoch + 1}",
-                       unit="batch", disable=not self.verbose)
-            for batch in bar:
-                loss = self._loss(batch, data)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                sched.step()
-                losses.append(float(loss.detach()))
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-            record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "steps": len(losses)}
+                tower.gradient_checkpointing_enable()
+        try:
+            self._epochs(data, valid, validate, progress, params, opt, sched, signature, per_epoch)
+        finally:
             for tower in self.model.towers():
                 tower.eval()
-            if valid is not None:
-                record["valid_loss"] = self.evaluate(valid)
-                if best is None or record["valid_loss"] < best:
-                    best = record["valid_loss"]
-                    best_state = [copy.deepcopy(t.state_dict()) for t in self.model.towers()]
+                if self.gradient_checkpointing:
+                    tower.gradient_checkpointing_disable()
+        if progress["best_state"] is not None:
+            self._load_towers(progress["best_state"])
+        if self.checkpoint_dir is not None:
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        return self.history
+
+    def _epochs(self, data, valid, validate, progress, params, opt, sched, signature, per_epoch) -> None:
+        for epoch in range(progress["epoch"], self.epochs):
+            batches = self._batches(data, epoch)
+            for tower in self.model.towers():
+                tower.train()
+            bar = tqdm(total=len(batches), initial=progress["batch"], desc=f"training epoch {epoch + 1}",
+                       unit="batch", disable=not self.verbose)
+            with bar:
+                for b in range(progress["batch"], len(batches)):
+                    progress["losses"].append(self.objective.backward(batches[b], 1.0 / self.accumulation))
+                    if (b + 1) % self.accumulation == 0 or b + 1 == len(batches):
+                        torch.nn.utils.clip_grad_norm_(params, 1.0)
+                        opt.step()
+                        sched.step()
+                        opt.zero_grad(set_to_none=True)
+                        progress["batch"] = b + 1
+                        if self.checkpoint_dir is not None and b + 1 < len(batches) and \
+                                sched.last_epoch % self.checkpoint_every == 0:
+                            self._checkpoint(progress, opt, sched, signature)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.mean(progress['losses'][-50:]):.4f}")
+            record = {"epoch": epoch + 1, "train_loss": float(np.mean(progress["losses"])), "steps": len(batches)}
+            for tower in self.model.towers():
+                tower.eval()
+            stop = self._validate(record, valid, validate, progress)
             log.info("epoch %d: %s", epoch + 1, record)
             self.history.append(record)
-        if best_state is not None:
-            for tower, state in zip(self.model.towers(), best_state):
-                tower.load_state_dict(state)
-        return self.history
+            progress.update(epoch=epoch + 1, batch=0, losses=[])
+            if self.checkpoint_dir is not None and epoch + 1 < self.epochs and not stop:
+                self._checkpoint(progress, opt, sched, signature)
+            if stop:
+                log.info("no improvement for %d epochs: training stops", self.patience)
+                break
+
+    def _validate(self, record: dict, valid, validate, progress) -> bool:
+        """Measure the epoch; keep the best weights; True when patience has run out."""
+        if validate is not None:
+            figure, better = float(validate()), lambda new, old: new > old
+            record["valid"] = figure
+        elif valid is not None:
+            figure, better = self.evaluate(valid), lambda new, old: new < old
+            record["valid_loss"] = figure
+        else:
+            return False
+        if progress["best"] is None or better(figure, progress["best"]):
+            progress.update(best=figure, best_state=self._towers_state(), stale=0)
+        else:
+            progress["stale"] += 1
+        return self.patience is not None and progress["stale"] >= self.patience
+
+    def _checkpoint(self, progress, opt, sched, signature) -> None:
+        self._save({"signature": signature, "towers": self._towers_state(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "progress": copy.deepcopy(progress), "history": list(self.history)})
 
     @torch.no_grad()
     def evaluate(self, data: TrainingSet) -> float:
-        """Mean InfoNCE over ``data`` in fixed batches (the same batches every epoch)."""
-        rng = np.random.default_rng(self.seed + 1)
-        losses = [float(self._loss(b, data)) for b in make_batches(data, self.batch_size, self.n_negatives, rng)]
-        return float(np.mean(losses))
+        """Mean loss over ``data`` in fixed batches (the same every epoch)."""
+        batches = make_batches(data, self.batch_size, self.n_negatives, epoch_rng(self.seed, VALID_STREAM))
+        return float(np.mean([float(self.objective.loss(b)) for b in batches]))

@@ -1,0 +1,140 @@
+"""The shared training loop: GradCache gives the plain gradient, a killed run resumes to the same weights, validation
+keeps the best epoch and patience stops early, the cross-encoder objective's chunks give the plain gradient."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import pyterrier_dense as ptd
+from pyterrier_dense.training import (BiEncoderObjective, CrossEncoderObjective, Trainer, build_training_set,
+                                      make_batches)
+from pyterrier_dense.training.teacher import teacher_scores
+from test_training import FirstDocs, ScoreByOverlap, toy_data
+
+
+def _data(teacher=False):
+    topics, qrels, docs = toy_data()
+    scores = teacher_scores(ScoreByOverlap(docs), topics, cache_dir=False) if teacher else None
+    return build_training_set(topics, qrels, docs, negatives=FirstDocs(sorted(docs)), teacher=scores)
+
+
+def _grads(model) -> list[torch.Tensor]:
+    return [p.grad.clone() for t in model.towers() for p in t.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("distill", [None, "kl", "margin_mse"])
+def test_gradcache_gives_the_plain_gradient(tiny_st_model, distill):
+    enc = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False)
+    data = _data(teacher=distill is not None)
+    batch = make_batches(data, 6, 3, np.random.default_rng(0))[0]
+    grads = []
+    for chunk in (None, 4):
+        enc.model.doc_model.zero_grad()
+        objective = BiEncoderObjective(enc.model, texts=data.texts, distill=distill, chunk_size=chunk,
+                                       teacher_temperature=0.5)
+        loss = objective.backward(batch)
+        grads.append((loss, _grads(enc.model)))
+    (plain_loss, plain), (cached_loss, cached) = grads
+    assert cached_loss == pytest.approx(plain_loss, rel=1e-5) and len(plain) == len(cached) > 0
+    for a, b in zip(plain, cached):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_gradcache_replays_dropout_so_train_mode_matches_too(tiny_st_model):
+    enc = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False)
+    data = _data()
+    batch = make_batches(data, 6, 2, np.random.default_rng(0))[0]
+    objective = BiEncoderObjective(enc.model, texts=data.texts, chunk_size=3)
+    enc.model.doc_model.train()
+    try:
+        torch.manual_seed(0)
+        first = objective.backward(batch)
+        enc.model.doc_model.zero_grad()
+        torch.manual_seed(0)
+        assert objective.backward(batch) == first   # the replay neither changed the loss nor the random stream
+    finally:
+        enc.model.doc_model.eval()
+
+
+def test_cross_encoder_chunks_give_the_plain_gradient(tiny_st_model):
+    ce = ptd.CrossEncoder(tiny_st_model, new_head=True, precision="fp32", verbose=False)
+    data = _data(teacher=True)
+    batch = make_batches(data, 5, 3, np.random.default_rng(0))[0]
+    grads = []
+    for chunk in (None, 2):
+        ce.model.model.zero_grad()
+        loss = CrossEncoderObjective(ce.model, texts=data.texts, distill="kl", chunk_size=chunk).backward(batch)
+        grads.append((loss, _grads(ce.model)))
+    assert grads[1][0] == pytest.approx(grads[0][0], rel=1e-5)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+class Killed(Exception):
+    pass
+
+
+def _trainer(model, data, tmp_path, **kw):
+    return Trainer(model, BiEncoderObjective(model, texts=data.texts), epochs=2, batch_size=3, n_negatives=2,
+                   lr=1e-3, seed=5, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=1, verbose=False, **kw)
+
+
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tiny_st_model, tmp_path):
+    data = _data()
+    whole = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False).model
+    _trainer(whole, data, tmp_path / "a").train(data)
+
+    killed = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False).model
+    trainer = _trainer(killed, data, tmp_path / "b")
+    calls = {"n": 0}
+    real = trainer.objective.backward
+
+    def dies_at_sixth(batch, scale):
+        calls["n"] += 1
+        if calls["n"] == 6:   # in the second epoch (4 batches an epoch)
+            raise Killed
+        return real(batch, scale)
+    trainer.objective.backward = dies_at_sixth
+    with pytest.raises(Killed):
+        trainer.train(data)
+    assert (tmp_path / "b" / "ckpt" / "trainer_state.pt").exists()
+
+    fresh = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False).model   # a new process would reload
+    again = _trainer(fresh, data, tmp_path / "b")
+    history = again.train(data)
+    assert again.resumed_from == 5 and [h["epoch"] for h in history] == [1, 2]
+    for a, b in zip(whole.doc_model.state_dict().values(), fresh.doc_model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not (tmp_path / "b" / "ckpt").exists()   # removed once training ended
+
+
+def test_a_checkpoint_of_other_settings_is_refused(tiny_st_model, tmp_path):
+    data = _data()
+    model = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False).model
+    trainer = _trainer(model, data, tmp_path)
+    trainer.objective.backward = lambda batch, scale: (_ for _ in ()).throw(Killed) if trainer.history else \
+        BiEncoderObjective.backward(trainer.objective, batch, scale)
+    with pytest.raises(Killed):
+        trainer.train(data)
+    other = Trainer(model, BiEncoderObjective(model, texts=data.texts), epochs=2, batch_size=3, n_negatives=2,
+                    lr=5e-4, seed=5, checkpoint_dir=tmp_path / "ckpt", verbose=False)
+    with pytest.raises(ValueError, match="checkpoint of a training run with other settings"):
+        other.train(data)
+
+
+def test_validation_keeps_the_best_epoch_and_patience_stops(tiny_st_model):
+    data = _data()
+    model = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False).model
+    figures = iter([0.5, 0.7, 0.6, 0.4, 0.9])
+    states = []
+
+    def validate():
+        states.append({k: v.clone() for k, v in model.doc_model.state_dict().items()})
+        return next(figures)
+    trainer = Trainer(model, BiEncoderObjective(model, texts=data.texts), epochs=5, batch_size=4, lr=1e-3,
+                      patience=2, verbose=False)
+    history = trainer.train(data, validate=validate)
+    assert [h["valid"] for h in history] == [0.5, 0.7, 0.6, 0.4]   # stopped after two epochs without improvement
+    for k, v in model.doc_model.state_dict().items():
+        assert torch.equal(v, states[1][k])   # epoch 2's weights restored
