@@ -5,9 +5,17 @@ root::
 
     python benchmarks/train.py --collection ../shared/data/scifact --json out.json
 
-``biencoder``: all-MiniLM-L6-v2 trained with ``BiEncoder.fit`` (InfoNCE over in-batch documents and
-``--negatives`` BM25 hard negatives a query, sampled from BM25's top 50 after skipping its first ``--skip-top``), then
-the test split retrieved exactly from a dense index of the trained model. ``zero_shot``: the same without training.
+``--only`` picks the runs (comma-separated; all by default):
+
+- ``zero_shot``: all-MiniLM-L6-v2 untrained, the test split retrieved exactly from a dense index;
+- ``biencoder``: the model trained with ``BiEncoder.fit`` (InfoNCE over in-batch documents and ``--negatives``
+  BM25 hard negatives a query, sampled from BM25's top 50 after skipping its first ``--skip-top``);
+- ``biencoder_distilled``: the same student distilled (listwise KL + in-batch InfoNCE) from a teacher pipeline, the
+  min-max fusion of BM25 and the zero-shot dense retriever (its own figure reported as ``teacher``), its top 100
+  the pool of negatives;
+- ``crossencoder_rerank``: a cross-encoder trained from MiniLM's weights (new head, LCE over BM25 negatives)
+  re-ranking BM25's top ``--rerank-depth``.
+
 Figures: nDCG@10, R@100, train_minutes, and the CPU kind.
 """
 from __future__ import annotations
@@ -36,27 +44,62 @@ def run(args) -> dict:
     from pyterrier_dense.models.default_model import DEFAULT_MODEL, resolve_model
     from pyterrier_dense.stages.progress import quiet
     work = args.workdir or tempfile.mkdtemp(prefix="train-bench-")
+    only = set(args.only.split(",")) if args.only else set(RUNS)
+    unknown = only - set(RUNS)
+    if unknown:
+        raise SystemExit(f"--only: unknown runs {sorted(unknown)}; choose from {RUNS}")
     coll = ptd.Collection(args.collection)
     train_topics, train_qrels = coll.topics(args.train_split), coll.qrels(args.train_split)
     topics, qrels = coll.topics(args.split), coll.qrels(args.split)
     bm25 = build_bm25(coll, os.path.join(work, "bm25"), verbose=False)
     out = {"cpu": cpu_kind(), "threads": os.cpu_count()}
     model = args.model or resolve_model(DEFAULT_MODEL)
+    common = dict(texts=coll, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs)
+
+    def trained(name, enc, minutes, **extra):
+        fit = enc.last_fit
+        return {**evaluate(dense_run(enc, coll, topics, os.path.join(work, f"{name}.dense")), qrels),
+                "train_minutes": round(minutes, 1), "epochs": args.epochs, "batch_size": args.batch_size,
+                "lr": args.lr, "history": fit["epochs"], "skipped": fit["skipped"], "precision": fit["precision"],
+                **extra}
     with quiet(not args.progress):
-        if not args.skip_zero_shot:
-            enc = ptd.BiEncoder(model, precision="fp32", verbose=False)
-            out["zero_shot"] = evaluate(dense_run(enc, coll, topics, os.path.join(work, "zero.dense")), qrels)
-        enc = ptd.BiEncoder(model, precision="fp32", verbose=args.progress)
-        t = time.perf_counter()
-        enc.fit(train_topics, train_qrels, texts=coll, negatives=bm25 % 50, n_negatives=args.negatives,
-                skip_top=args.skip_top, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                out=os.path.join(work, "trained"))
-        minutes = (time.perf_counter() - t) / 60
-        out["biencoder"] = {**evaluate(dense_run(enc, coll, topics, os.path.join(work, "trained.dense")), qrels),
-                            "train_minutes": round(minutes, 1), "epochs": args.epochs, "negatives": args.negatives,
-                            "batch_size": args.batch_size, "lr": args.lr, "history": enc.last_fit["epochs"],
-                            "skipped": enc.last_fit["skipped"], "precision": enc.last_fit["precision"]}
+        if {"zero_shot", "biencoder_distilled"} & only:
+            zero = ptd.BiEncoder(model, precision="fp32", verbose=False)
+            zero_index = os.path.join(work, "zero.dense")
+            zero_run = dense_run(zero, coll, topics, zero_index)
+            out["zero_shot"] = evaluate(zero_run, qrels)
+        if "biencoder" in only:
+            enc = ptd.BiEncoder(model, precision="fp32", verbose=args.progress)
+            t = time.perf_counter()
+            enc.fit(train_topics, train_qrels, negatives=bm25 % 50, n_negatives=args.negatives,
+                    skip_top=args.skip_top, out=os.path.join(work, "trained"), **common)
+            out["biencoder"] = trained("trained", enc, (time.perf_counter() - t) / 60, negatives=args.negatives)
+        if "biencoder_distilled" in only:
+            teacher = ptd.ScoreFusion(bm25 % 100, zero >> ptd.DenseIndex(zero_index).retriever(num_results=100),
+                                      num_results=100)
+            out["teacher"] = evaluate(teacher(topics), qrels)
+            enc = ptd.BiEncoder(model, precision="fp32", verbose=args.progress)
+            t = time.perf_counter()
+            enc.fit(train_topics, train_qrels, teacher=teacher, n_negatives=args.negatives,
+                    teacher_temperature=args.teacher_temperature, teacher_cache=os.path.join(work, "teacher"),
+                    out=os.path.join(work, "distilled"), **common)
+            out["biencoder_distilled"] = trained("distilled", enc, (time.perf_counter() - t) / 60,
+                                                 negatives=args.negatives, teacher_temperature=args.teacher_temperature)
+        if "crossencoder_rerank" in only:
+            ce = ptd.CrossEncoder(model, new_head=True, precision="fp32", verbose=args.progress)
+            t = time.perf_counter()
+            ce.fit(train_topics, train_qrels, negatives=bm25 % 50, n_negatives=args.ce_negatives,
+                   skip_top=args.skip_top, out=os.path.join(work, "ce"), **{**common, "batch_size": 8})
+            minutes = (time.perf_counter() - t) / 60
+            first = bm25 % args.rerank_depth
+            out["bm25"] = evaluate(first(topics), qrels)
+            out["crossencoder_rerank"] = {**evaluate((first >> coll.text_loader() >> ce)(topics), qrels),
+                                          "train_minutes": round(minutes, 1), "depth": args.rerank_depth,
+                                          "history": ce.last_fit["epochs"]}
     return out
+
+
+RUNS = ("zero_shot", "biencoder", "biencoder_distilled", "crossencoder_rerank")
 
 
 def main(argv=None) -> None:
@@ -71,7 +114,10 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--workdir")
-    p.add_argument("--skip-zero-shot", action="store_true")
+    p.add_argument("--only", help=f"comma-separated runs out of {','.join(RUNS)} (default: all)")
+    p.add_argument("--teacher-temperature", type=float, default=0.1)
+    p.add_argument("--ce-negatives", type=int, default=7)
+    p.add_argument("--rerank-depth", type=int, default=100)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json")
     args = p.parse_args(argv)

@@ -134,8 +134,8 @@ def test_original_encoder_and_index_are_untouched_and_refuse_their_counterparts(
 
 def test_saved_model_loads_back_as_the_trained_query_encoder(trained, corpus):
     enc, index, root = trained
-    loaded = ptd.BiEncoder(str(root / "model"), query_model=os.path.join(root / "model", "query_model"),
-                           precision="fp32", verbose=False)
+    loaded = ptd.BiEncoder(str(root / "model"), precision="fp32", verbose=False)   # query_model/ found beside
+    assert loaded.model.query_model_id == os.path.join(str(root / "model"), "query_model")
     assert loaded.model.fingerprint == enc.model.fingerprint
     queries = corpus[1]["query"].tolist()[:5]
     np.testing.assert_allclose(loaded.model.encode(queries, role="query"), enc.model.encode(queries, role="query"),

@@ -129,8 +129,10 @@ class BiEncoderModel(EncoderModel):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         super().__init__(batch_size=batch_size, device=device, precision=precision, verbose=verbose)
         self.model_id = str(model)
-        self.query_model_id = None if query_model is None else str(query_model)
         path = resolve_model(self.model_id)
+        if query_model is None and os.path.isfile(os.path.join(path, "query_model", "config.json")):
+            query_model = os.path.join(path, "query_model")   # a separate query tower saved beside (save(), JPQ)
+        self.query_model_id = None if query_model is None else str(query_model)
         ckpt = read_checkpoint_config(path)
         self.tokenizer, self.doc_model = _load(path, ckpt.transformer_path)
         self.query_tokenizer, self.query_model = self.tokenizer, self.doc_model

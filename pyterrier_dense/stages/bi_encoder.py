@@ -192,6 +192,21 @@ class BiEncoder(pt.Transformer):
         self.clear_query_cache()
         return self
 
+    def fit_jpq(self, pq_index, train_topics: pd.DataFrame, train_qrels: pd.DataFrame, *, out_index, **jpq_args):
+        """JPQ (Zhan et al. 2021): train a copy of the query tower and the centroids of ``pq_index`` (a
+        :class:`~pyterrier_dense.PQIndex`) with a ranking loss over its fixed document codes. Returns
+        ``(query encoder, PQIndex at out_index)``, to be used together; this encoder and the index are left as they
+        are. Options are :func:`~pyterrier_dense.training.train_jpq`'s (``out_model``, ``epochs``, ``lr``,
+        ``centroid_lr``, ``n_negatives``, ...)::
+
+            pq_index = dense_index.compress("scifact.pq", m=48, nbits=8)
+            jpq_enc, jpq_index = enc.fit_jpq(pq_index, coll.topics("train"), coll.qrels("train"),
+                                             out_index="scifact.jpq", epochs=4, lr=2e-5)
+            jpq = jpq_enc >> jpq_index.retriever()
+        """
+        from ..training.jpq import train_jpq
+        return train_jpq(self, pq_index, train_topics, train_qrels, out_index=out_index, **jpq_args)
+
     def clear_query_cache(self) -> None:
         """Forget the cached query vectors (of this stage and the role stages it handed out)."""
         if self._query_cache is not None:

@@ -347,8 +347,8 @@ def train_jpq(encoder: BiEncoder | BiEncoderModel, pq_index: PQIndex | str | os.
     document tower, which still encodes documents as the index's codes were made. The new index records its
     settings, whose fingerprint digests both towers: the retriever accepts the trained encoder and refuses the
     original one (and the original index refuses the trained one). ``out_model`` saves the trained model as a
-    sentence-transformers directory with the query tower in ``query_model/``; load it back with
-    ``ptd.BiEncoder(out_model, query_model=os.path.join(out_model, "query_model"))``.
+    sentence-transformers directory with the query tower in ``query_model/``, which ``ptd.BiEncoder(out_model)``
+    loads back with it.
 
     Supported indexes: :data:`SUPPORTED_STRUCTURES` (IVF lists and the OPQ rotation stay fixed); others (4-bit
     fast-scan, RQ) raise ValueError. ``mode`` is the write mode of ``out_index`` (``"error"`` refuses an existing
