@@ -42,7 +42,28 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--collection", default=None, help="show document texts from this collection")
     s.add_argument("--no-check-encoder", action="store_true",
                    help="search even if the index was built with another encoder configuration")
-    for command in (e, i, s):
+    t = sub.add_parser("train", help="fine-tune a bi-encoder or a cross-encoder on a collection's training split")
+    t.add_argument("--collection", required=True)
+    t.add_argument("--model", default=DEFAULT_MODEL, help="the model to start from (name or path)")
+    t.add_argument("--family", default="bi-encoder", choices=["bi-encoder", "cross-encoder"])
+    t.add_argument("--split", default="train", help="the training split (default train)")
+    t.add_argument("--valid-split", default=None, help="a dev split: the best epoch by nDCG@10 is kept")
+    t.add_argument("--negatives", default="bm25", choices=["bm25", "none"],
+                   help="hard negatives from BM25's top 50 (default), or in-batch negatives only")
+    t.add_argument("--triples", default=None, metavar="JSONL",
+                   help="take queries, positives and negatives from a triples file instead of the split")
+    t.add_argument("--n-negatives", type=int, default=None, help="hard negatives a query (default 3; 7 for "
+                                                                 "cross-encoders)")
+    t.add_argument("--skip-top", type=int, default=None,
+                   help="results skipped before negatives are drawn (default 3 for BM25, 0 for a triples file)")
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--batch-size", type=int, default=None, help="queries a step (default 32; 8 for cross-encoders)")
+    t.add_argument("--lr", type=float, default=2e-5)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="directory for the trained model (and its checkpoints while "
+                                                "training: re-run the same command to resume)")
+    t.add_argument("--index-dir", default="indexes", help="where the BM25 index is built and cached")
+    for command in (e, i, s, t):
         command.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notices")
     return p
 
@@ -124,6 +145,38 @@ def _search(args) -> None:
         print(res[[c for c in ("rank", "docno", "score", "text") if c in res.columns]].to_string(index=False))
 
 
+def _train(args) -> None:
+    from . import BiEncoder, Collection, CrossEncoder
+    from .experiment import build_bm25
+    from .models.default_model import resolve_model
+    from .training import read_triples
+    coll = Collection(args.collection)
+    if args.triples:
+        topics, qrels, negatives = read_triples(args.triples)
+    else:
+        topics, qrels, negatives = coll.topics(args.split), coll.qrels(args.split), None
+    valid = (coll.topics(args.valid_split), coll.qrels(args.valid_split)) if args.valid_split else (None, None)
+    if args.negatives == "bm25" and negatives is None:
+        negatives = build_bm25(coll, args.index_dir, verbose=not args.quiet) % 50
+    cross = args.family == "cross-encoder"
+    stage = CrossEncoder(resolve_model(args.model), new_head=True, precision="fp32") if cross else \
+        BiEncoder(resolve_model(args.model), precision="fp32")
+    skip_top = args.skip_top if args.skip_top is not None else 0 if args.triples else 3
+    stage.fit(topics, qrels, *valid, texts=coll, negatives=negatives, skip_top=skip_top,
+              n_negatives=args.n_negatives if args.n_negatives is not None else 7 if cross else 3,
+              batch_size=args.batch_size or (8 if cross else 32), epochs=args.epochs, lr=args.lr, seed=args.seed,
+              out=args.out)
+    report = stage.last_fit
+    if report["resumed_from_batch"] is not None:
+        print(f"resumed from batch {report['resumed_from_batch']}")
+    for epoch in report["epochs"]:
+        print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in epoch.items()))
+    skipped = {k: v for k, v in report["skipped"].items() if v}
+    print(f"trained on {report['queries']} queries{f' (skipped: {skipped})' if skipped else ''}; saved {args.out}")
+    if not cross:
+        print(f"evaluate it: pyterrier-dense experiment --collection {args.collection} --model {args.out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .stages.progress import log, quiet
@@ -132,12 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         log.setLevel(logging.ERROR)   # notices and bars alike (see pyterrier_dense.stages.progress)
     try:
         with quiet(args.quiet):
-            {"experiment": _experiment, "index": _index, "search": _search}[args.command](args)
+            {"experiment": _experiment, "index": _index, "search": _search, "train": _train}[args.command](args)
     except (OSError, ValueError, ImportError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"pyterrier-dense: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if args.command == "train":
+            print("pyterrier-dense: interrupted; run the same command again to resume from the last checkpoint",
+                  file=sys.stderr)
+            return 130
         print("pyterrier-dense: interrupted (no index was left half-written)", file=sys.stderr)
         return 130
     finally:

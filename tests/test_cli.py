@@ -255,3 +255,32 @@ def test_cli_quiet_prints_only_the_results(tiny_st_model, tmp_path, capfd):
     captured = capfd.readouterr()
     assert captured.err == "" and "indexed 82 documents" in captured.out
     assert logging.getLogger("pyterrier_dense").level == logging.NOTSET   # --quiet leaves the logger as it was
+
+
+def test_train_fits_saves_and_names_the_next_command(tiny_st_model, tmp_path, capsys):
+    beir = write_beir4(tmp_path / "beir")
+    out = tmp_path / "trained"
+    assert main(["train", "--collection", str(beir), "--model", tiny_st_model, "--split", "test", "--epochs", "2",
+                 "--batch-size", "2", "--skip-top", "0", "--index-dir", str(tmp_path / "idx"), "--out", str(out),
+                 "-q"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("epoch 1 train_loss ") and lines[1].startswith("epoch 2 train_loss ")
+    assert f"trained on 4 queries; saved {out}" in lines[2]
+    assert lines[3] == f"evaluate it: pyterrier-dense experiment --collection {beir} --model {out}"
+    trained = ptd.BiEncoder(str(out), verbose=False)
+    assert trained.model.fingerprint != ptd.BiEncoder(tiny_st_model, verbose=False).model.fingerprint
+    assert not (out / ".trainer").exists()
+
+
+def test_train_reads_a_triples_file_and_trains_a_cross_encoder(tiny_st_model, tmp_path, capsys):
+    beir = write_beir4(tmp_path / "beir")
+    triples = tmp_path / "triples.jsonl"
+    triples.write_text(json.dumps({"qid": "q1", "query": "gene", "pos": ["d1"], "neg": ["d2"]}) + "\n"
+                       + json.dumps({"qid": "q2", "query": "light", "pos": ["d2"], "neg": ["d1", "d9"]}) + "\n")
+    out = tmp_path / "ce"
+    assert main(["train", "--collection", str(beir), "--model", tiny_st_model, "--family", "cross-encoder",
+                 "--triples", str(triples), "--out", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "trained on 2 queries (skipped: {'negatives without text': 1}); saved" in printed   # d9
+    assert "evaluate it" not in printed
+    assert ptd.CrossEncoder(str(out), verbose=False).model.num_labels == 1

@@ -265,3 +265,7 @@ def test_cross_encoder_fit_from_a_plain_encoder_learns_saves_and_loads_in_senten
 def test_a_plain_encoder_needs_new_head_to_become_a_cross_encoder(tiny_st_model):
     with pytest.raises(OSError, match="new_head=True"):
         ptd.CrossEncoder(tiny_st_model, verbose=False)
+    ce = ptd.CrossEncoder(tiny_st_model, new_head=True, precision="fp32", verbose=False)
+    topics, qrels, docs = toy_data()
+    with pytest.raises(ValueError, match="no training query has one"):
+        ce.fit(topics, qrels, texts=docs)   # no negatives: nothing to learn from

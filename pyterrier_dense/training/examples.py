@@ -124,7 +124,7 @@ def build_training_set(topics: pd.DataFrame, qrels: pd.DataFrame, texts, *, nega
     skipped = {"have no judged positive": 0, "have judged positives none of whose texts are known": 0}
     if scored is not None:
         skipped["have no judged positive the teacher scored"] = 0
-    missing_positives = unscored_positives = unscored_negatives = 0
+    missing_positives = unscored_positives = unscored_negatives = textless_negatives = 0
     for qid, query in zip(topics["qid"], topics["query"]):
         positives = pos_by_qid.get(qid)
         if not positives:
@@ -136,6 +136,7 @@ def build_training_set(topics: pd.DataFrame, qrels: pd.DataFrame, texts, *, nega
             skipped["have judged positives none of whose texts are known"] += 1
             continue
         pool = [d for d in pools.get(qid, []) if d in text_of]
+        textless_negatives += len(pools.get(qid, ())) - len(pool)
         if scored is not None:
             mine = scored.get(qid, {})
             kept = [d for d in usable if d in mine]
@@ -155,11 +156,13 @@ def build_training_set(topics: pd.DataFrame, qrels: pd.DataFrame, texts, *, nega
         out.negatives.append(pool)
     _report(stage, skipped, len(topics))
     for n, what in ((missing_positives, "judged positives have no text in the given texts"),
+                    (textless_negatives, "mined negatives have no text in the given texts"),
                     (unscored_positives, "judged positives have no teacher score"),
                     (unscored_negatives, "mined negatives have no teacher score")):
         if n:
             log.warning("%s: %d %s and are not used", stage, n, what)
     skipped["judged positives without text"] = missing_positives
+    skipped["negatives without text"] = textless_negatives
     if scored is not None:
         skipped["judged positives without teacher score"] = unscored_positives
         skipped["negatives without teacher score"] = unscored_negatives

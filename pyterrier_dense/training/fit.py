@@ -39,6 +39,9 @@ def fit_model(model, family: str, train_topics: pd.DataFrame, train_qrels: pd.Da
         args.setdefault("distill", "kl")
     scores = None if teacher is None else teacher_scores(teacher, train_topics, cache_dir=teacher_cache)
     data = build_training_set(train_topics, train_qrels, texts, negatives=negatives, skip_top=skip_top, teacher=scores)
+    if family == "cross_encoder" and not any(data.negatives):
+        raise ValueError("a cross-encoder learns from each query's hard negatives, and no training query has one: "
+                         "give negatives= (e.g. bm25 % 100) or lower skip_top")
     valid, validate = None, None
     candidates = negatives if negatives is not None else teacher
     if valid_topics is not None and candidates is not None and valid_scorer is not None:
