@@ -138,3 +138,54 @@ def test_validation_keeps_the_best_epoch_and_patience_stops(tiny_st_model):
     assert [h["valid"] for h in history] == [0.5, 0.7, 0.6, 0.4]   # stopped after two epochs without improvement
     for k, v in model.doc_model.state_dict().items():
         assert torch.equal(v, states[1][k])   # epoch 2's weights restored
+
+
+def test_self_negatives_come_from_the_models_own_index_and_are_refreshed(tiny_st_model):
+    from test_training import toy_data
+    from pyterrier_dense.training import SelfNegatives
+    topics, qrels, docs = toy_data()
+    corpus = [{"docno": d, "text": t} for d, t in docs.items()]
+    enc = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False)
+    miner = SelfNegatives(corpus, every=2, depth=7)
+    run = miner.mine(enc.model, topics)
+    q = enc.model.encode(topics["query"].tolist(), role="query")
+    d = enc.model.encode([c["text"] for c in corpus])
+    for i, qid in enumerate(topics.qid):
+        expected = [corpus[j]["docno"] for j in np.argsort(-(d @ q[i]), kind="stable")[:7]]
+        assert run[run.qid == qid].sort_values("rank").docno.tolist() == expected
+    enc.fit(topics, qrels, topics.iloc[:3], qrels, texts=docs, negatives=SelfNegatives(corpus, every=2, depth=7),
+            n_negatives=2, epochs=2, batch_size=3, lr=1e-3)
+    # 4 batches an epoch, 8 steps: mined before training and after steps 2, 4, 6 and 8
+    assert enc.last_fit["self_negative_refreshes"] == 5 and all("valid" in e for e in enc.last_fit["epochs"])
+    with pytest.raises(ValueError, match="every must be an int >= 1"):
+        SelfNegatives(corpus, every=0)
+
+
+def test_gradient_checkpointing_trains_to_the_same_weights(tiny_st_model):
+    data = _data()
+    weights = []
+    for kw in ({}, {"gradient_checkpointing": True}):
+        model = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False).model
+        Trainer(model, BiEncoderObjective(model, texts=data.texts), batch_size=4, n_negatives=2, lr=1e-3, seed=1,
+                verbose=False, **kw).train(data)
+        assert not model.doc_model.is_gradient_checkpointing   # switched off again after training
+        weights.append(model.doc_model.state_dict())
+    for k, v in weights[0].items():
+        torch.testing.assert_close(weights[1][k], v, rtol=1e-4, atol=1e-6)
+
+
+def test_accumulated_half_batches_equal_whole_batches(tiny_st_model):
+    data = _data(teacher=True)   # ten queries: one step an epoch either way
+    weights = []
+    for batch_size, accumulation in ((10, 1), (5, 2)):
+        ce = ptd.CrossEncoder(tiny_st_model, new_head=True, precision="fp32", verbose=False).model
+        torch.manual_seed(0)
+        torch.nn.init.normal_(ce.model.classifier.weight, std=0.5)   # the same head for both
+        for m in ce.model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0   # (dropout masks depend on how the batch is cut)
+        Trainer(ce, CrossEncoderObjective(ce, texts=data.texts, distill="kl"), epochs=2, batch_size=batch_size,
+                accumulation=accumulation, n_negatives=3, lr=1e-3, verbose=False).train(data)
+        weights.append(ce.model.state_dict())
+    for k, v in weights[0].items():
+        torch.testing.assert_close(weights[1][k], v, rtol=1e-4, atol=1e-5)

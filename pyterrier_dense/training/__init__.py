@@ -8,9 +8,10 @@ from .jpq import train_jpq
 from .losses import (cosent, cosine_regression, info_nce, listwise_kl, margin_mse, pearson_rank_imitation,
                      softmax_classifier, triplet_margin)
 from .objectives import BiEncoderObjective, CrossEncoderObjective
+from .self_negatives import SelfNegatives
 from .teacher import teacher_scores
 from .trainer import Trainer
 
 __all__ = ["TrainingSet", "build_training_set", "read_triples", "Batch", "make_batches", "fit_model", "Trainer",
-           "BiEncoderObjective", "CrossEncoderObjective", "teacher_scores", "train_jpq", "info_nce", "margin_mse", "listwise_kl",
+           "BiEncoderObjective", "CrossEncoderObjective", "teacher_scores", "train_jpq", "SelfNegatives", "info_nce", "margin_mse", "listwise_kl",
            "cosent", "cosine_regression", "triplet_margin", "softmax_classifier", "pearson_rank_imitation"]

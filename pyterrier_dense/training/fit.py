@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .examples import build_training_set
+from .self_negatives import SelfNegatives
 from .objectives import BiEncoderObjective, CrossEncoderObjective
 from .teacher import teacher_scores
 from .trainer import Trainer, training_precision
@@ -38,12 +39,27 @@ def fit_model(model, family: str, train_topics: pd.DataFrame, train_qrels: pd.Da
     if teacher is not None:
         args.setdefault("distill", "kl")
     scores = None if teacher is None else teacher_scores(teacher, train_topics, cache_dir=teacher_cache)
+    refresh, miner = None, None
+    if isinstance(negatives, SelfNegatives):
+        if family != "bi_encoder":
+            raise ValueError("SelfNegatives are mined by a bi-encoder's own index; a cross-encoder takes negatives= "
+                             "from a retrieval pipeline")
+        both = train_topics if valid_topics is None else pd.concat([train_topics, valid_topics], ignore_index=True)
+        miner, negatives = negatives, negatives.mine(model, both)   # the dev topics' run: validation candidates
+
+        def refresh(step: int):
+            if step % miner.every:
+                return None
+            new = build_training_set(train_topics, train_qrels, texts, negatives=miner.mine(model, train_topics),
+                                     skip_top=skip_top, teacher=scores, stage="fit (self-negatives)")
+            objective.texts.update(new.texts)   # the texts of documents newly mined
+            return new
     data = build_training_set(train_topics, train_qrels, texts, negatives=negatives, skip_top=skip_top, teacher=scores)
     if family == "cross_encoder" and not any(data.negatives):
         raise ValueError("a cross-encoder learns from each query's hard negatives, and no training query has one: "
                          "give negatives= (e.g. bm25 % 100) or lower skip_top")
     valid, validate = None, None
-    candidates = negatives if negatives is not None else teacher
+    candidates = negatives if negatives is not None else teacher   # (a mined run DataFrame for self-negatives)
     if valid_topics is not None and candidates is not None and valid_scorer is not None:
         validate = rerank_validation(valid_scorer, candidates, valid_topics, valid_qrels, texts, metric=valid_metric)
     elif valid_topics is not None:
@@ -56,9 +72,11 @@ def fit_model(model, family: str, train_topics: pd.DataFrame, train_qrels: pd.Da
     objective = OBJECTIVES[family](model, precision=precision, texts=all_texts, **args)
     checkpoint = None if out is None else Path(out) / ".trainer"
     trainer = Trainer(model, objective, checkpoint_dir=checkpoint, **trainer_args)
-    history = trainer.train(data, valid, validate)
+    history = trainer.train(data, valid, validate, refresh=refresh)
     report = {"queries": len(data), "skipped": data.skipped, "epochs": history, "precision": precision,
               "resumed_from_batch": trainer.resumed_from, "fingerprint": model.refresh_fingerprint()}
+    if miner is not None:
+        report["self_negative_refreshes"] = miner.refreshes
     if out is not None:
         report["saved"] = model.save(out)
     return report

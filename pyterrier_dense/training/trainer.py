@@ -142,8 +142,12 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------------------------------------
 
     def train(self, data: TrainingSet, valid: TrainingSet | None = None,
-              validate: Callable[[], float] | None = None) -> list[dict]:
-        """Train for ``epochs``; returns one dict per epoch (train loss, steps, validation figure)."""
+              validate: Callable[[], float] | None = None,
+              refresh: Callable[[int], TrainingSet | None] | None = None) -> list[dict]:
+        """Train for ``epochs``; returns one dict per epoch (train loss, steps, validation figure).
+
+        ``refresh(step)``, called after every optimiser step, may return new training data (the same queries with
+        new pools of negatives, e.g. mined by the model itself): the rest of the epoch is drawn from it."""
         signature = self._signature(data)
         per_epoch = -(-len(data) // self.batch_size)
         steps_per_epoch = -(-per_epoch // self.accumulation)
@@ -169,7 +173,9 @@ class Trainer:
             for tower in self.model.towers():
                 tower.gradient_checkpointing_enable()
         try:
-            self._epochs(data, valid, validate, progress, params, opt, sched, signature, per_epoch)
+            if state is not None and refresh is not None:   # pools mined with the weights resumed from
+                data = refresh(0) or data
+            self._epochs(data, valid, validate, refresh, progress, params, opt, sched, signature)
         finally:
             for tower in self.model.towers():
                 tower.eval()
@@ -181,7 +187,7 @@ class Trainer:
             shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
         return self.history
 
-    def _epochs(self, data, valid, validate, progress, params, opt, sched, signature, per_epoch) -> None:
+    def _epochs(self, data, valid, validate, refresh, progress, params, opt, sched, signature) -> None:
         for epoch in range(progress["epoch"], self.epochs):
             batches = self._batches(data, epoch)
             for tower in self.model.towers():
@@ -197,6 +203,12 @@ class Trainer:
                         sched.step()
                         opt.zero_grad(set_to_none=True)
                         progress["batch"] = b + 1
+                        new = None if refresh is None else refresh(sched.last_epoch)
+                        if new is not None:
+                            if new.qids != data.qids:
+                                raise ValueError("refreshed training data must hold the same queries")
+                            data = new
+                            batches[b + 1:] = self._batches(data, epoch)[b + 1:]
                         if self.checkpoint_dir is not None and b + 1 < len(batches) and \
                                 sched.last_epoch % self.checkpoint_every == 0:
                             self._checkpoint(progress, opt, sched, signature)
