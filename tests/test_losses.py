@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyterrier_dense.training.losses import (cosent, cosine_regression, info_nce, listwise_kl, margin_mse,
+from pyterrier_dense.training.losses import (contrastive_imitation, cosent, cosine_regression, feature_imitation,
+                                             info_nce, listwise_kl, margin_mse, ndcg_pairwise_imitation,
                                              pearson_rank_imitation, softmax_classifier, triplet_margin)
 
 
@@ -460,3 +461,51 @@ def test_half_precision_inputs_are_computed_in_float32():
     loss = info_nce(scores, torch.tensor([1]), temperature=0.05)   # logits up to 600: fine in float32
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(-np_log_softmax(np.array([30.0, 10.0, 20.0]) / 0.05)[1], rel=1e-5)
+
+
+# --- D2LLM: contrastive, pairwise rank and feature imitation ----------------------------------------------------------
+
+def test_contrastive_imitation_hand_values_and_mask():
+    rng = np.random.default_rng(3)
+    s, t = rng.normal(size=(3, 5)), rng.uniform(size=(3, 5))
+    mask = np.zeros((3, 5), bool)
+    mask[1, 2] = mask[2, 0] = True
+    expected = 0.0
+    for i in range(3):
+        keep = ~mask[i]
+        z = s[i, keep] / 0.1
+        log_q = z - z.max() - np.log(np.exp(z - z.max()).sum())
+        expected -= (t[i, keep] * log_q).sum() / 3
+    got = contrastive_imitation(torch.tensor(s), torch.tensor(t), 0.1, torch.tensor(mask)).item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="probabilities in"):
+        contrastive_imitation(torch.tensor(s), torch.tensor(t) * 3)
+
+
+def test_ndcg_pairwise_imitation_hand_values():
+    rng = np.random.default_rng(4)
+    hard, teacher, easy = rng.normal(size=(2, 3)), rng.normal(size=(2, 3)), rng.normal(size=(2, 4))
+    expected = 0.0
+    for i in range(2):
+        ranks = {h: r + 1 for r, h in enumerate(np.argsort(-teacher[i]))}
+        for h in range(3):
+            for e in range(4):
+                w = abs(1 / np.log2(1 + ranks[h]) - 1 / np.log2(1 + 3 + e + 1))
+                expected += w * np.log1p(np.exp(easy[i, e] - hard[i, h])) / 12 / 2
+    got = ndcg_pairwise_imitation(torch.tensor(hard), torch.tensor(teacher), torch.tensor(easy)).item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    # the pair the teacher ranks first and the first easy one weigh most: raising that hard score lowers it most
+    h = torch.tensor(hard, requires_grad=True)
+    ndcg_pairwise_imitation(h, torch.tensor(teacher), torch.tensor(easy)).backward()
+    assert int(torch.argmin(h.grad[0])) == int(np.argmax(teacher[0]))
+
+
+def test_feature_imitation_hand_values_and_scale_invariance():
+    rng = np.random.default_rng(5)
+    u, v = rng.normal(size=(4, 3)), rng.normal(size=(4, 7))
+    cu = (u / np.linalg.norm(u, axis=1, keepdims=True)) @ (u / np.linalg.norm(u, axis=1, keepdims=True)).T
+    cv = (v / np.linalg.norm(v, axis=1, keepdims=True)) @ (v / np.linalg.norm(v, axis=1, keepdims=True)).T
+    got = feature_imitation(torch.tensor(u), torch.tensor(v)).item()
+    assert got == pytest.approx(((cu - cv) ** 2).mean(), rel=1e-5)
+    assert feature_imitation(torch.tensor(u) * 5, torch.tensor(v)).item() == pytest.approx(got, rel=1e-5)
+    assert feature_imitation(torch.tensor(u), torch.tensor(u)).item() == pytest.approx(0, abs=1e-7)

@@ -10,6 +10,9 @@ not overflow.
 - ``margin_mse``: a student's margin positive - negative against a teacher's (Hofstaetter et al., 2020).
 - ``listwise_kl``: a student's distribution over a query's candidates against a teacher's (ColBERTv2).
 - ``pearson_rank_imitation``: a student's scores correlating with a teacher's, per query (D2LLM).
+- ``contrastive_imitation``: a contrastive loss with the teacher's relevance probabilities as weights (D2LLM).
+- ``ndcg_pairwise_imitation``: hard negatives above in-batch ones, pairs weighted by NDCG change (D2LLM).
+- ``feature_imitation``: the batch's embedding similarities against the teacher's (D2LLM).
 - ``cosent``: the order of pair similarities against the order of their labels (CoSENT).
 - ``cosine_regression``: cos(u, v) against a similarity label (sentence-BERT's CosineSimilarityLoss).
 - ``triplet_margin``: d(anchor, positive) + margin <= d(anchor, negative) (sentence-BERT's TripletLoss).
@@ -23,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["info_nce", "margin_mse", "listwise_kl", "cosent", "cosine_regression", "triplet_margin",
-           "softmax_classifier", "pearson_rank_imitation"]
+           "softmax_classifier", "pearson_rank_imitation", "contrastive_imitation", "ndcg_pairwise_imitation",
+           "feature_imitation"]
 
 
 # --- input checks ----------------------------------------------------------------------------------------------------
@@ -223,6 +227,101 @@ def pearson_rank_imitation(student: torch.Tensor, teacher: torch.Tensor, *, eps:
         return centred / torch.linalg.vector_norm(centred, dim=1, keepdim=True).clamp_min(eps)
 
     return (1.0 - (unit(student) * unit(teacher)).sum(dim=1)).mean()
+
+
+def contrastive_imitation(student_scores: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 0.05,
+                          mask: torch.Tensor | None = None) -> torch.Tensor:
+    """D2LLM's contrastive imitation: a contrastive loss whose every candidate is a positive weighted by the
+    teacher's probability that it is relevant, so the more relevant pull harder. Mean over the batch (rows).
+
+    ``loss = mean_i [ -sum_j t_ij log softmax(s_i / temperature)_j ]``, the softmax over the candidates ``mask``
+    keeps (True = exclude); ``t_ij`` in [0, 1] is not normalised over ``j`` (a query can have several relevant
+    candidates, or none).
+
+    Args:
+        student_scores: ``(B, C)`` scores of each query's candidates (hard and in-batch negatives alike).
+        teacher_probs: ``(B, C)`` the teacher's relevance probabilities (e.g. a cross-encoder's sigmoid).
+        temperature: divides the student's scores.
+        mask: optional ``(B, C)`` bool, True = exclude the candidate.
+
+    >>> s = torch.tensor([[0.0, 0.0]])                  # log softmax = (-log 2, -log 2)
+    >>> round(contrastive_imitation(s, torch.tensor([[1.0, 0.5]]), temperature=1.0).item(), 4)   # 1.5 log 2
+    1.0397
+    """
+    student_scores = _float("student_scores", _tensor("student_scores", student_scores, (2,), "(batch, candidates)"))
+    teacher_probs = _float("teacher_probs", _tensor("teacher_probs", teacher_probs, (2,), "(batch, candidates)"))
+    _same_shape("teacher_probs", teacher_probs, "student_scores", student_scores)
+    if ((teacher_probs < 0) | (teacher_probs > 1)).any():
+        raise ValueError("teacher_probs must be probabilities in [0, 1] (pass a sigmoid or softmax of the teacher's "
+                         "scores)")
+    mask = _mask(mask, student_scores, "student_scores")
+    logits = student_scores / _positive_number("temperature", temperature)
+    if mask is not None:
+        logits = logits.masked_fill(mask, float("-inf"))
+    log_q = F.log_softmax(logits, dim=1)
+    if mask is not None:
+        log_q, teacher_probs = log_q.masked_fill(mask, 0.0), teacher_probs.masked_fill(mask, 0.0)
+    return -(teacher_probs * log_q).sum(dim=1).mean()
+
+
+def ndcg_pairwise_imitation(student_hard: torch.Tensor, teacher_hard: torch.Tensor,
+                            student_easy: torch.Tensor) -> torch.Tensor:
+    """D2LLM's rank imitation, its pairwise part: every hard negative should score above every in-batch (easy)
+    negative, each pair weighted by how much swapping them would change NDCG under the teacher's ranking. Mean over
+    the batch (rows).
+
+    The teacher ranks a query's ``H`` hard negatives by ``teacher_hard`` (rank 1 = highest) and the ``E`` easy ones
+    after them (ranks ``H + 1 ... H + E``, in column order). With ``g(r) = 1 / log2(1 + r)``:
+    ``loss_i = sum_{h, e} |g(r_h) - g(r_e)| * log(1 + exp(s_e - s_h)) / (H * E)``.
+
+    Args:
+        student_hard, teacher_hard: ``(B, H)`` scores of each query's hard negatives.
+        student_easy: ``(B, E)`` the student's scores of each query's in-batch negatives.
+
+    >>> hard, easy = torch.tensor([[0.0]]), torch.tensor([[0.0]])     # ranks 1 and 2: |1 - 1/log2(3)| log 2
+    >>> round(ndcg_pairwise_imitation(hard, torch.tensor([[5.0]]), easy).item(), 4)
+    0.2558
+    """
+    student_hard = _float("student_hard", _tensor("student_hard", student_hard, (2,), "(batch, hard)"))
+    teacher_hard = _float("teacher_hard", _tensor("teacher_hard", teacher_hard, (2,), "(batch, hard)"))
+    student_easy = _float("student_easy", _tensor("student_easy", student_easy, (2,), "(batch, easy)"))
+    _same_shape("teacher_hard", teacher_hard, "student_hard", student_hard)
+    if student_easy.shape[0] != student_hard.shape[0]:
+        raise ValueError(f"student_easy must have one row per query ({student_hard.shape[0]}), got shape "
+                         f"{tuple(student_easy.shape)}")
+    n_hard, n_easy = student_hard.shape[1], student_easy.shape[1]
+    order = torch.argsort(teacher_hard, dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(1, n_hard + 1, device=order.device)
+                                             .expand_as(order).contiguous())
+    gain_hard = 1.0 / torch.log2(1.0 + ranks.to(student_hard.dtype))                                   # (B, H)
+    gain_easy = 1.0 / torch.log2(torch.arange(n_hard + 2, n_hard + n_easy + 2, device=student_hard.device,
+                                              dtype=student_hard.dtype))                               # (E,)
+    weight = (gain_hard.unsqueeze(2) - gain_easy.view(1, 1, -1)).abs()                                 # (B, H, E)
+    pair = F.softplus(student_easy.unsqueeze(1) - student_hard.unsqueeze(2))                           # (B, H, E)
+    return (weight * pair).sum(dim=(1, 2)).div(n_hard * n_easy).mean()
+
+
+def feature_imitation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """D2LLM's feature imitation: the cosine similarities among a batch's student embeddings should equal those
+    among the teacher's embeddings of the same texts (the dimensions may differ).
+
+    ``loss = mean_{i, j} (cos(u_i, u_j) - cos(v_i, v_j))^2`` over all pairs of the batch's ``N`` texts.
+
+    Args:
+        student: ``(N, D)`` student embeddings; teacher: ``(N, D')`` teacher embeddings (or hidden features).
+
+    >>> u = torch.tensor([[1.0, 0.0], [0.0, 1.0]])           # orthogonal: cos 0 off the diagonal
+    >>> v = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]) # identical: cos 1
+    >>> feature_imitation(u, v).item()                        # two off-diagonal pairs of (0 - 1)^2, over 4
+    0.5
+    """
+    student = _float("student", _tensor("student", student, (2,), "(texts, dim)"))
+    teacher = _float("teacher", _tensor("teacher", teacher, (2,), "(texts, dim)"))
+    if student.shape[0] != teacher.shape[0]:
+        raise ValueError(f"student and teacher must embed the same texts: {student.shape[0]} rows against "
+                         f"{teacher.shape[0]}")
+    u, v = F.normalize(student, dim=1), F.normalize(teacher, dim=1)
+    return ((u @ u.T) - (v @ v.T)).square().mean()
 
 
 # --- sentence pairs (sentence-BERT family) ------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""Training throughput: our trainer against sentence-transformers' trainer on the same examples.
+
+A measurement script, not a test: it prints one JSON object (and writes it with ``--json``). From the repository
+root (sentence-transformers' trainer needs ``pip install datasets accelerate``)::
+
+    python benchmarks/train_throughput.py --collection ../shared/data/scifact --steps 4 --json out.json
+
+Both train all-MiniLM-L6-v2 for ``--steps`` steps of ``--batch-size`` (query, positive, hard negative) examples
+taken from the collection's triples file (its first negative), with InfoNCE over in-batch documents and the hard
+negatives (sentence-transformers' MultipleNegativesRankingLoss, scale 20 = temperature 0.05), AdamW at lr 2e-5,
+the same max length and threads, one process. ``precision`` is ours' (``auto``: bf16 autocast on CPUs with native
+bf16); sentence-transformers runs with ``--st-bf16`` set the same way. Figures: examples a second each and the
+ratio ``train_examples_per_s_vs_st``, with the CPU kind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measures import cpu_kind  # noqa: E402
+
+
+def examples(args):
+    import pyterrier_dense as ptd
+    from pyterrier_dense.training import read_triples
+    coll = ptd.Collection(args.collection)
+    topics, qrels, negatives = read_triples(os.path.join(args.collection, args.triples))
+    n = args.steps * args.batch_size
+    topics = topics.iloc[:n]
+    first_pos = qrels.drop_duplicates("qid").set_index("qid")["docno"]
+    first_neg = negatives.sort_values(["qid", "rank"]).drop_duplicates("qid").set_index("qid")["docno"]
+    topics = topics[topics.qid.isin(first_neg.index)]
+    pos, neg = first_pos[topics.qid].tolist(), first_neg[topics.qid].tolist()
+    texts = dict(zip(pos + neg, coll.texts(pos + neg)))
+    return coll, topics, qrels, negatives, [(q, texts[p], texts[d]) for q, p, d in zip(topics["query"], pos, neg)]
+
+
+def ours(args, model_path, coll, topics, qrels, negatives) -> dict:
+    import pyterrier_dense as ptd
+    from pyterrier_dense.training import BiEncoderObjective, Trainer, build_training_set
+    from pyterrier_dense.training.trainer import training_precision
+    enc = ptd.BiEncoder(model_path, precision="fp32", verbose=False)
+    one_negative = negatives.sort_values(["qid", "rank"]).drop_duplicates("qid")
+    data = build_training_set(topics, qrels[qrels.qid.isin(topics.qid)].drop_duplicates("qid"), coll,
+                              negatives=one_negative)
+    precision = training_precision(enc.model.device, args.precision)
+    trainer = Trainer(enc.model, BiEncoderObjective(enc.model, texts=data.texts, precision=precision),
+                      batch_size=args.batch_size, n_negatives=1, lr=2e-5, verbose=False)
+    t = time.perf_counter()
+    history = trainer.train(data)
+    seconds = time.perf_counter() - t
+    return {"examples": len(data), "seconds": round(seconds, 1), "examples_per_s": round(len(data) / seconds, 3),
+            "precision": precision, "loss": round(history[0]["train_loss"], 4)}
+
+
+def sentence_transformers_trainer(args, model_path, rows) -> dict:
+    from datasets import Dataset
+    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+                                       SentenceTransformerTrainingArguments, losses)
+    model = SentenceTransformer(model_path, device="cpu")
+    data = Dataset.from_dict({"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows],
+                              "negative": [r[2] for r in rows]})
+    targs = SentenceTransformerTrainingArguments(
+        output_dir=os.path.join(args.workdir, "st"), per_device_train_batch_size=args.batch_size, num_train_epochs=1,
+        learning_rate=2e-5, warmup_steps=0.1, bf16=args.st_bf16, use_cpu=True, report_to=[], save_strategy="no",
+        logging_strategy="no", dataloader_drop_last=False, seed=0, disable_tqdm=True)
+    trainer = SentenceTransformerTrainer(model=model, args=targs, train_dataset=data,
+                                         loss=losses.MultipleNegativesRankingLoss(model, scale=20.0))
+    t = time.perf_counter()
+    out = trainer.train()
+    seconds = time.perf_counter() - t
+    return {"examples": len(rows), "seconds": round(seconds, 1), "examples_per_s": round(len(rows) / seconds, 3),
+            "bf16": args.st_bf16, "loss": round(float(out.training_loss), 4)}
+
+
+def run(args) -> dict:
+    import torch
+    from pyterrier_dense.models.default_model import DEFAULT_MODEL, resolve_model
+    from pyterrier_dense.models.precision import cpu_has_native_bf16
+    args.workdir = args.workdir or "/tmp/train-throughput"
+    if args.st_bf16 is None:
+        args.st_bf16 = cpu_has_native_bf16()
+    model_path = args.model or resolve_model(DEFAULT_MODEL)
+    coll, topics, qrels, negatives, rows = examples(args)
+    out = {"cpu": cpu_kind(), "threads": torch.get_num_threads(), "batch_size": args.batch_size, "steps": args.steps}
+    out["ours"] = ours(args, model_path, coll, topics, qrels, negatives)
+    out["sentence_transformers"] = sentence_transformers_trainer(args, model_path, rows)
+    out["train_examples_per_s_vs_st"] = round(out["ours"]["examples_per_s"] /
+                                              out["sentence_transformers"]["examples_per_s"], 3)
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--collection", required=True)
+    p.add_argument("--triples", default="train_triples.train.bm25negs.jsonl")
+    p.add_argument("--model")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--st-bf16", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
+    p.add_argument("--workdir")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    result = run(args)
+    print(json.dumps(result, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
