@@ -269,3 +269,19 @@ def test_a_plain_encoder_needs_new_head_to_become_a_cross_encoder(tiny_st_model)
     topics, qrels, docs = toy_data()
     with pytest.raises(ValueError, match="no training query has one"):
         ce.fit(topics, qrels, texts=docs)   # no negatives: nothing to learn from
+
+
+def test_fit_with_a_teacher_distils_from_its_cached_scores(tiny_st_model, tmp_path):
+    from pyterrier_dense.training import BiEncoderObjective
+    topics, qrels, docs = toy_data()
+    teacher = ScoreByOverlap(docs)
+    enc = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False)
+    data = build_training_set(topics, qrels, docs, teacher=teacher_scores(teacher, topics, cache_dir=False))
+    probe = Trainer(enc.model, BiEncoderObjective(enc.model, texts=data.texts, distill="kl", in_batch_weight=0.0),
+                    batch_size=5, n_negatives=4, verbose=False)
+    start = probe.evaluate(data)
+    for _ in range(2):   # the second fit reads the teacher's scores from the cache
+        enc.fit(topics, qrels, texts=docs, teacher=teacher, teacher_cache=tmp_path, n_negatives=4, epochs=3,
+                batch_size=5, lr=1e-3, in_batch_weight=0.0)
+    assert teacher.calls == 2 and len(list(tmp_path.glob("scores-*.parquet"))) == 1   # our call above + one fit
+    assert probe.evaluate(data) < 0.8 * start   # the KL to the teacher's distribution fell
