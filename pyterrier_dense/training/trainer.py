@@ -47,6 +47,12 @@ def _positive_int(name: str, value, least: int = 1) -> int:
     return value
 
 
+def _checkpointing(tower, on: bool) -> None:
+    """Activation (gradient) checkpointing on or off, by the name the installed transformers gives it."""
+    name = "activation_checkpointing" if hasattr(tower, "activation_checkpointing_enable") else "gradient_checkpointing"
+    getattr(tower, f"{name}_{'enable' if on else 'disable'}")()
+
+
 class Trainer:
     """Runs ``objective`` over ``data`` for ``epochs``.
 
@@ -171,7 +177,7 @@ class Trainer:
                      self.checkpoint_dir)
         if self.gradient_checkpointing:
             for tower in self.model.towers():
-                tower.gradient_checkpointing_enable()
+                _checkpointing(tower, True)
         try:
             if state is not None and refresh is not None:   # pools mined with the weights resumed from
                 data = refresh(0) or data
@@ -180,7 +186,7 @@ class Trainer:
             for tower in self.model.towers():
                 tower.eval()
                 if self.gradient_checkpointing:
-                    tower.gradient_checkpointing_disable()
+                    _checkpointing(tower, False)
         if progress["best_state"] is not None:
             self._load_towers(progress["best_state"])
         if self.checkpoint_dir is not None:
