@@ -16,7 +16,6 @@ training of the query tower gives without any compression); ``--lr 0`` trains th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -24,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measures import cpu_kind, evaluate  # noqa: E402
+from measures import cpu_kind, evaluate, publish  # noqa: E402
 
 
 def dense_index(enc, coll, work: str, reuse: str | None):
@@ -102,11 +101,7 @@ def main(argv=None) -> None:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    result = run(args)
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    publish(run(args), args.json)
 
 
 if __name__ == "__main__":

@@ -39,3 +39,12 @@ def timed(fn, *args):
     t = time.perf_counter()
     out = fn(*args)
     return out, time.perf_counter() - t
+
+
+def publish(result: dict, path: str | None) -> None:
+    """Print a benchmark's result as JSON, and write it to ``path`` (``--json``) when one is given."""
+    import json
+    print(json.dumps(result, indent=1))
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measures import cpu_kind, evaluate, overlap, timed  # noqa: E402
+from measures import cpu_kind, evaluate, overlap, publish, timed  # noqa: E402
 from sparse_synthetic import agreement  # noqa: E402
 
 
@@ -237,11 +236,7 @@ def main(argv=None) -> None:
     p.add_argument("--skip-splade", action="store_true")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    result = run(args)
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    publish(run(args), args.json)
 
 
 if __name__ == "__main__":

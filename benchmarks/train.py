@@ -21,14 +21,13 @@ Figures: nDCG@10, R@100, train_minutes, and the CPU kind.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measures import cpu_kind, evaluate  # noqa: E402
+from measures import cpu_kind, evaluate, publish  # noqa: E402
 
 
 def dense_run(enc, coll, topics, path: str):
@@ -121,11 +120,7 @@ def main(argv=None) -> None:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    result = run(args)
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    publish(run(args), args.json)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ ratio ``train_examples_per_s_vs_st``, with the CPU kind.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measures import cpu_kind  # noqa: E402
+from measures import cpu_kind, publish  # noqa: E402
 
 
 def examples(args):
@@ -106,11 +105,7 @@ def main(argv=None) -> None:
     p.add_argument("--workdir")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    result = run(args)
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    publish(run(args), args.json)
 
 
 if __name__ == "__main__":

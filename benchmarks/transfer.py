@@ -13,14 +13,13 @@ Figures: nDCG@10 and R@100 per collection and model (``zero_shot`` is all-MiniLM
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measures import cpu_kind, evaluate  # noqa: E402
+from measures import cpu_kind, evaluate, publish  # noqa: E402
 
 
 def run(args) -> dict:
@@ -54,11 +53,7 @@ def main(argv=None) -> None:
     p.add_argument("--workdir")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    result = run(args)
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    publish(run(args), args.json)
 
 
 if __name__ == "__main__":

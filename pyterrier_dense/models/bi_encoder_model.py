@@ -9,7 +9,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .batching import pad_batch
 from .checkpoint_config import read_checkpoint_config, write_sentence_transformers_files
 from .default_model import DEFAULT_MODEL, resolve_model
 from .encoder_base import EncoderModel, Tokenized, tokenize
@@ -183,12 +182,13 @@ class BiEncoderModel(EncoderModel):
         tokenizer = self.query_tokenizer if role == "query" else self.tokenizer
         return tokenize(tokenizer, [prefix + t for t in chunk] if prefix else chunk, self.max_length)
 
-    def _forward(self, batch: dict[str, torch.Tensor], role: str) -> np.ndarray:
+    def _vectors(self, batch: dict[str, torch.Tensor], role: str) -> torch.Tensor:
         model = self.query_model if role == "query" else self.doc_model
         vec = pool(model(**batch), batch["attention_mask"], self.pooling)
-        if self.normalize:
-            vec = torch.nn.functional.normalize(vec, dim=-1)
-        return vec.cpu().numpy()
+        return torch.nn.functional.normalize(vec, dim=-1) if self.normalize else vec
+
+    def _forward(self, batch: dict[str, torch.Tensor], role: str) -> np.ndarray:
+        return self._vectors(batch, role).cpu().numpy()
 
     def _new_output(self, n: int, role: str) -> np.ndarray:
         return np.empty((n, self.dim), dtype=np.float32)
@@ -202,12 +202,7 @@ class BiEncoderModel(EncoderModel):
     def embed(self, texts: Sequence[str], role: str) -> torch.Tensor:
         """Vectors of ``texts`` as a (len(texts), dim) float32 tensor that carries gradients (training); the same
         tokenisation, prefixes, pooling and normalisation as :meth:`encode`."""
-        batch = self._tokenize(list(texts), role)
-        padded = pad_batch(batch.ids, np.arange(len(texts)), batch.pad_ids)
-        padded = {k: torch.from_numpy(v).to(self.device) for k, v in padded.items()}
-        model = self.query_model if role == "query" else self.doc_model
-        vec = pool(model(**padded), padded["attention_mask"], self.pooling)
-        return torch.nn.functional.normalize(vec, dim=-1) if self.normalize else vec
+        return self._vectors(self._training_batch(texts, role), role)
 
     def refresh_fingerprint(self) -> str:
         """Re-digest the weights after training them in place, so indexes built before are told apart."""

@@ -17,7 +17,6 @@ import torch
 from .bi_encoder_model import _fingerprint, _load_error, _store_linear_weights
 from .checkpoint_config import _read_json
 from .default_model import resolve_model
-from .batching import pad_batch
 from .encoder_base import _PASSAGING, EncoderModel, Tokenized
 
 __all__ = ["CrossEncoderModel", "ACTIVATIONS"]
@@ -108,8 +107,8 @@ class CrossEncoderModel(EncoderModel):
     role_names = {"pair": "pairs"}
 
     def __init__(self, model: str, *, activation: str | None = None, label: int | None = None,
-                 max_length: int | None = None, new_head: bool = False, batch_size: int | None = None, device: str | torch.device | None = None,
-                 precision: str = "auto", verbose: bool = True):
+                 max_length: int | None = None, new_head: bool = False, batch_size: int | None = None,
+                 device: str | torch.device | None = None, precision: str = "auto", verbose: bool = True):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)):
@@ -218,9 +217,7 @@ class CrossEncoderModel(EncoderModel):
     def pair_logits(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """Training scores of ``pairs`` as a float tensor that carries gradients: the logit of ``label`` for a
         one-logit head, its log-probability among the classes otherwise (both order pairs as :meth:`score` does)."""
-        batch = self._tokenize(list(pairs), "pair")
-        padded = pad_batch(batch.ids, np.arange(len(pairs)), batch.pad_ids)
-        logits = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in padded.items()}).logits.float()
+        logits = self.model(**self._training_batch(pairs, "pair")).logits.float()
         return logits[:, 0] if self.num_labels == 1 else torch.log_softmax(logits, dim=-1)[:, self.label]
 
     def refresh_fingerprint(self) -> str:

@@ -133,6 +133,15 @@ class EncoderModel:
             for p, o in zip(positions.tolist(), outputs):
                 out[p] = o
 
+    def _device_batch(self, tok: Tokenized, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        """Rows ``positions`` of a tokenised chunk, padded to the longest, as tensors on the model's device."""
+        return {k: torch.from_numpy(v).to(self.device) for k, v in pad_batch(tok.ids, positions, tok.pad_ids).items()}
+
+    def _training_batch(self, inputs: Sequence, role: str) -> dict[str, torch.Tensor]:
+        """All of ``inputs`` tokenised and padded as one batch, for a forward pass that keeps its graph (training)."""
+        inputs = list(inputs)
+        return self._device_batch(self._tokenize(inputs, role), np.arange(len(inputs)))
+
     # --- the shared loop -----------------------------------------------------------------------------------------
 
     def _encode_all(self, inputs: Sequence, role: str, progress: bool | None, report_truncation: bool) -> Any:
@@ -149,7 +158,7 @@ class EncoderModel:
                 tok = self._tokenize(inputs[start:start + self.chunk_size], role)
                 truncated += tok.truncated
                 for pos in length_sorted_batches([len(x) for x in tok.ids["input_ids"]], self.batch_size):
-                    batch = {k: torch.from_numpy(v).to(self.device) for k, v in pad_batch(tok.ids, pos, tok.pad_ids).items()}
+                    batch = self._device_batch(tok, pos)
                     with autocast(self.device, self.precision):
                         outputs = self._forward(batch, role)
                     self._collect(out, start + pos, outputs)

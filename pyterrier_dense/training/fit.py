@@ -39,7 +39,7 @@ def fit_model(model, family: str, train_topics: pd.DataFrame, train_qrels: pd.Da
     if teacher is not None:
         args.setdefault("distill", "kl")
     scores = None if teacher is None else teacher_scores(teacher, train_topics, cache_dir=teacher_cache)
-    refresh, miner = None, None
+    miner = None
     if isinstance(negatives, SelfNegatives):
         if family != "bi_encoder":
             raise ValueError("SelfNegatives are mined by a bi-encoder's own index; a cross-encoder takes negatives= "
@@ -47,7 +47,7 @@ def fit_model(model, family: str, train_topics: pd.DataFrame, train_qrels: pd.Da
         both = train_topics if valid_topics is None else pd.concat([train_topics, valid_topics], ignore_index=True)
         miner, negatives = negatives, negatives.mine(model, both)   # the dev topics' run: validation candidates
 
-        def refresh(step: int):
+        def refresh_pools(step: int):
             if step % miner.every:
                 return None
             new = build_training_set(train_topics, train_qrels, texts, negatives=miner.mine(model, train_topics),
@@ -72,7 +72,7 @@ def fit_model(model, family: str, train_topics: pd.DataFrame, train_qrels: pd.Da
     objective = OBJECTIVES[family](model, precision=precision, texts=all_texts, **args)
     checkpoint = None if out is None else Path(out) / ".trainer"
     trainer = Trainer(model, objective, checkpoint_dir=checkpoint, **trainer_args)
-    history = trainer.train(data, valid, validate, refresh=refresh)
+    history = trainer.train(data, valid, validate, refresh=None if miner is None else refresh_pools)
     report = {"queries": len(data), "skipped": data.skipped, "epochs": history, "precision": precision,
               "resumed_from_batch": trainer.resumed_from, "fingerprint": model.refresh_fingerprint()}
     if miner is not None:

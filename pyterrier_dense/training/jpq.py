@@ -31,9 +31,10 @@ from tqdm.auto import tqdm
 from ..artifacts.pq_index import PQIndex
 from ..indexes.pq_store import write_pq_index
 from ..models.bi_encoder_model import BiEncoderModel
-from ..models.precision import autocast, cpu_has_native_bf16
+from ..models.precision import autocast
 from ..stages.bi_encoder import BiEncoder
 from .losses import info_nce
+from .trainer import check_int, training_precision, warmup_then_decay
 
 __all__ = ["train_jpq", "TrainablePQ", "jpq_loss", "SUPPORTED_STRUCTURES"]
 
@@ -289,9 +290,7 @@ def _positive_rows(topics: pd.DataFrame, qrels: pd.DataFrame, snap) -> tuple[lis
 
 def _check_args(**values) -> None:
     for name in ("epochs", "batch_size", "n_negatives"):
-        v, least = values[name], (0 if name == "n_negatives" else 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {v!r}")
+        check_int(name, values[name], 0 if name == "n_negatives" else 1)
     for name in ("lr", "centroid_lr", "temperature"):
         v = values[name]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or \
@@ -373,10 +372,7 @@ def train_jpq(encoder: BiEncoder | BiEncoderModel, pq_index: PQIndex | str | os.
     except ValueError as e:
         raise ValueError(f"train_jpq: the encoder is not the one {snap.path}'s documents were encoded with: {e}") \
             from None
-    if precision == "auto":
-        precision = "bf16" if model.device.type == "cuda" or cpu_has_native_bf16() else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"train_jpq: precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    precision = training_precision(model.device, precision)
     structure = snap.structure()[0]
     pq = TrainablePQ.from_faiss(structure, f"{snap.path} ({snap.spec})").to(model.device)
     if pq.count != snap.count:
@@ -387,13 +383,10 @@ def train_jpq(encoder: BiEncoder | BiEncoderModel, pq_index: PQIndex | str | os.
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    steps_per_epoch = -(-len(queries) // batch_size)
-    total = steps_per_epoch * epochs
-    warm = max(1, int(warmup * total))
+    total = -(-len(queries) // batch_size) * epochs
     opt = torch.optim.AdamW([{"params": list(tower.parameters()), "lr": lr, "weight_decay": weight_decay},
                              {"params": [pq.centroids], "lr": centroid_lr, "weight_decay": 0.0}])
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    sched = warmup_then_decay(opt, total, warmup)
     history, started = [], time.time()
     tower.train()
     try:

@@ -9,6 +9,8 @@ import tempfile
 
 import pandas as pd
 
+from .trainer import check_int
+
 __all__ = ["SelfNegatives"]
 
 log = logging.getLogger("pyterrier_dense")
@@ -29,9 +31,8 @@ class SelfNegatives:
     mines afresh with the weights it resumes from."""
 
     def __init__(self, corpus, *, every: int = 500, depth: int = 50, path: str | os.PathLike | None = None):
-        for name, value in (("every", every), ("depth", depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_int("every", every)
+        check_int("depth", depth)
         self.corpus, self.every, self.depth, self.path = corpus, every, depth, path
         self.refreshes = 0
 

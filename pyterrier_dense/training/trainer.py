@@ -24,7 +24,7 @@ from ..models.precision import cpu_has_native_bf16
 from .batches import epoch_rng, make_batches
 from .examples import TrainingSet
 
-__all__ = ["Trainer", "training_precision"]
+__all__ = ["Trainer", "training_precision", "check_int", "warmup_then_decay"]
 
 log = logging.getLogger("pyterrier_dense")
 
@@ -41,10 +41,19 @@ def training_precision(device: torch.device, precision: str) -> str:
     return precision
 
 
-def _positive_int(name: str, value, least: int = 1) -> int:
+def check_int(name: str, value, least: int = 1) -> int:
+    """``value`` if it is an int (not a bool) >= ``least``, else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     return value
+
+
+def warmup_then_decay(opt: torch.optim.Optimizer, total: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate rising linearly over the first ``warmup`` fraction of ``total`` steps, then falling
+    linearly to zero at the last."""
+    warm = max(1, int(warmup * total))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
 
 
 def _checkpointing(tower, on: bool) -> None:
@@ -73,13 +82,13 @@ class Trainer:
                  n_negatives: int = 1, accumulation: int = 1, warmup: float = 0.1, weight_decay: float = 0.01,
                  seed: int = 0, patience: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
                  checkpoint_every: int = 50, gradient_checkpointing: bool = False, verbose: bool = True):
-        _positive_int("epochs", epochs)
-        _positive_int("batch_size", batch_size)
-        _positive_int("n_negatives", n_negatives, 0)
-        _positive_int("accumulation", accumulation)
-        _positive_int("checkpoint_every", checkpoint_every)
+        check_int("epochs", epochs)
+        check_int("batch_size", batch_size)
+        check_int("n_negatives", n_negatives, 0)
+        check_int("accumulation", accumulation)
+        check_int("checkpoint_every", checkpoint_every)
         if patience is not None:
-            _positive_int("patience", patience)
+            check_int("patience", patience)
         if not 0 <= warmup < 1:
             raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {warmup!r}")
         if not (isinstance(lr, (int, float)) and lr > 0):
@@ -157,12 +166,9 @@ class Trainer:
         signature = self._signature(data)
         per_epoch = -(-len(data) // self.batch_size)
         steps_per_epoch = -(-per_epoch // self.accumulation)
-        total = steps_per_epoch * self.epochs
-        warm = max(1, int(self.warmup * total))
         params = self._parameters()
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+        sched = warmup_then_decay(opt, steps_per_epoch * self.epochs, self.warmup)
         torch.manual_seed(self.seed)
         progress = {"epoch": 0, "batch": 0, "losses": [], "best": None, "best_state": None, "stale": 0}
         state = self._resume(signature)
