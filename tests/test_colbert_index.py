@@ -83,14 +83,27 @@ def test_exhaustive_retrieval_equals_brute_force_maxsim(fp16_index, docs, scan_t
     assert "query_embs" not in res.columns and {"docno", "docid", "score", "rank", "query"} <= set(res.columns)
 
 
-def test_plaid_probing_every_cell_equals_exhaustive(fp16_index):
+# the exact stage reads each document once for all queries that chose it (shared) or gathers each query's own
+SHARED, PER_QUERY = (0, 40), (10 ** 9, 1 << 13)   # (SHARED_DOCS, SCAN_TOKENS): several blocks when shared
+
+
+@pytest.mark.parametrize("shared_docs,scan_tokens", [SHARED, PER_QUERY])
+@pytest.mark.parametrize("storage", ["float16", "residual"])
+def test_plaid_probing_every_cell_equals_exhaustive(tmp_path, docs, storage, shared_docs, scan_tokens, monkeypatch):
+    monkeypatch.setattr("pyterrier_dense.indexes.late_search.SHARED_DOCS", shared_docs)
+    monkeypatch.setattr("pyterrier_dense.indexes.late_search.SCAN_TOKENS", scan_tokens)
+    index = ptd.ColBERTIndex(tmp_path / "x.colbert")
+    index.indexer(ncentroids=8, storage=storage).index(docs)
     qs = queries(8)
-    exact = fp16_index.exhaustive_retriever(num_results=20)(qs)
-    e2e = fp16_index.retriever(num_results=20, cells=8, candidates=1000)(qs)
-    pd.testing.assert_frame_equal(exact.reset_index(drop=True), e2e.reset_index(drop=True))
+    exact = index.exhaustive_retriever(num_results=20)(qs)
+    e2e = index.retriever(num_results=20, cells=8, candidates=1000)(qs)
+    pd.testing.assert_frame_equal(exact.reset_index(drop=True), e2e.reset_index(drop=True), atol=1e-5)
 
 
-def test_plaid_with_few_cells_returns_true_maxsim_scores(fp16_index, docs):
+@pytest.mark.parametrize("shared_docs,scan_tokens", [SHARED, PER_QUERY])
+def test_plaid_with_few_cells_returns_true_maxsim_scores(fp16_index, docs, shared_docs, scan_tokens, monkeypatch):
+    monkeypatch.setattr("pyterrier_dense.indexes.late_search.SHARED_DOCS", shared_docs)
+    monkeypatch.setattr("pyterrier_dense.indexes.late_search.SCAN_TOKENS", scan_tokens)
     qs = queries(4)
     e2e = fp16_index.retriever(num_results=5, cells=1, candidates=6)(qs)
     by_docno = {d["docno"]: d["doc_embs"] for d in docs}

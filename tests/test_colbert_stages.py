@@ -106,6 +106,25 @@ def test_pruning_keeps_the_tokens_of_highest_icf(colbert, index):
         colbert.query_encoder(prune_to=2)
 
 
+def test_pruning_takes_one_piece_of_each_word_first(colbert):
+    """'xqz' is three pieces (x ##q ##z), each rarer than any whole word: plain ICF would spend two slots on it."""
+    tok = colbert.model.tokenizer
+    counts = np.zeros(colbert.model.vocab_size, np.int64)
+    for piece, n in {"x": 2, "##q": 1, "##z": 1, "field": 3, "gene": 50}.items():
+        counts[tok.convert_tokens_to_ids(piece)] = n
+    query = pd.DataFrame({"qid": ["q1"], "query": ["xqz field gene"]})
+    full = colbert.query_encoder()(query).query_toks[0]
+    assert [t for t in full if t in ("x", "##q", "##z")] == ["x", "##q", "##z"]
+
+    def kept(k):
+        toks = colbert.query_encoder(prune_to=k, frequencies=(counts, 10_000))(query).query_toks[0]
+        return [t for t in toks if t in ("x", "##q", "##z", "field", "gene")]
+    assert kept(2) == ["##q", "field"]            # the word's rarest piece (##q before ##z: first of equals)
+    assert kept(3) == ["##q", "field", "gene"]
+    assert kept(4) == ["##q", "##z", "field", "gene"]
+    assert kept(5) == ["x", "##q", "##z", "field", "gene"]
+
+
 def test_bad_input_is_named(colbert, index, docs):
     with pytest.raises(ValueError, match="docno='d1'"):
         colbert.doc_encoder()(pd.DataFrame({"docno": ["d0", "d1"], "text": ["fine", "   "]}))

@@ -174,9 +174,11 @@ def test_training_and_input_errors(sample):
 
 
 def test_suggest_ncentroids():
-    assert suggest_ncentroids(1_000_000) == 1024           # 2**floor(log2(2 * 1000))
-    assert suggest_ncentroids(10_000) == 128                # 2 * 100 = 200 -> 128
-    assert suggest_ncentroids(50) == 8 and suggest_ncentroids(8) == 8
+    assert suggest_ncentroids(1_000_000) == 4096           # 2**floor(log2(8 * 1000))
+    assert suggest_ncentroids(10_000) == 512                # 8 * 100 = 800 -> 512
+    assert suggest_ncentroids(1_000_000, sample_size=10_000) == 2048   # at least 4 sample tokens per centroid
+    assert suggest_ncentroids(1_000_000, sample_size=1_000_000) == 4096
+    assert suggest_ncentroids(50) == 32 and suggest_ncentroids(8) == 8
     assert suggest_ncentroids(5) == 4 and suggest_ncentroids(1) == 1
     values = [suggest_ncentroids(t) for t in range(1, 5000, 7)]
     assert all(v & (v - 1) == 0 for v in values) and values == sorted(values)

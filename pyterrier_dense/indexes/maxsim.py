@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import faiss
 import numpy as np
 
-__all__ = ["maxsim", "maxsim_many", "maxsim_pairs", "MAXSIM_BLOCK_BYTES"]
+__all__ = ["as_float32", "maxsim", "maxsim_many", "maxsim_pairs", "MAXSIM_BLOCK_BYTES"]
 
 MAXSIM_BLOCK_BYTES = 1 << 25   # at most this many bytes of float32 query x token scores (and block copies) at once
 
@@ -78,7 +78,7 @@ def _fp16_decoder(dim: int) -> faiss.ScalarQuantizer:
     return faiss.ScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16)
 
 
-def _float32(block: np.ndarray) -> np.ndarray:
+def as_float32(block: np.ndarray) -> np.ndarray:
     """The block as float32. Float16 rows go through FAISS's SIMD decoder (bit-exact) on the calling thread only:
     a multi-threaded decode leaves OpenMP threads spinning that then starve the GEMM's BLAS threads (measured: 2x
     slower end to end on 2 cores), and numpy's astype is 1.7x slower than the single-threaded decode."""
@@ -100,7 +100,7 @@ def _maxsim_contiguous(query: np.ndarray, tokens: np.ndarray, offsets: np.ndarra
     per_token = 4 * len(query) + (4 * tokens.shape[1] if converts else 0)
     for i, j in _blocks(np.diff(offsets), per_token):
         start = offsets[i]
-        block = _float32(tokens[start:offsets[j]])
+        block = as_float32(tokens[start:offsets[j]])
         out[i:j] = _segment_maxsim(query, block, offsets[i:j] - start)
 
 
@@ -120,7 +120,7 @@ def _maxsim_scattered(query: np.ndarray, tokens: np.ndarray, offsets: np.ndarray
                                                              if tokens.dtype != np.float32 else 0)
     for i, j in _blocks(lengths, per_token):
         rows, firsts = _gathered_rows(offsets[pairs[i:j]], lengths[i:j])
-        block = _float32(np.take(tokens, rows, axis=0))
+        block = as_float32(np.take(tokens, rows, axis=0))
         out[pairs[i:j]] = _segment_maxsim(query, block, firsts)
 
 
@@ -200,7 +200,7 @@ def maxsim_many(queries: Sequence[np.ndarray], tokens: np.ndarray, offsets: np.n
     per_token = 4 * len(stacked) + (4 * tokens.shape[1] if tokens.dtype != np.float32 else 0)
     for i, j in _blocks(np.diff(offsets), per_token):
         start = offsets[i]
-        block = _float32(tokens[start:offsets[j]])
+        block = as_float32(tokens[start:offsets[j]])
         best = np.maximum.reduceat(stacked @ block.T, offsets[i:j] - start, axis=1)   # (rows, docs)
         out[:, i:j] = np.add.reduceat(best, firsts, axis=0)
     return out

@@ -350,8 +350,7 @@ class TokenIndexWriter:
         new_tokens = self._end - self._base_tokens
         if self._codec is None and self._end:
             sample = self._reservoir.sample()
-            k = self.ncentroids or suggest_ncentroids(self._end)
-            k = min(k, len(sample))
+            k = min(self.ncentroids or suggest_ncentroids(self._end, len(sample)), len(sample))
             self._codec = ResidualCodec.train(sample, k, self.nbits or 1, seed=self.seed)
             self.ncentroids = k
             self._reservoir = None

@@ -187,6 +187,17 @@ class ColBERTModel(EncoderModel):
         """The token string of each id (``[CLS]``, ``[unused0]``, ``gene``, ``##s``, ...)."""
         return self.tokenizer.convert_ids_to_tokens([int(i) for i in ids])
 
+    def word_starts(self, ids) -> np.ndarray:
+        """bool per token: True where the token begins a word (or is a special token), False for the continuation
+        pieces of a word (WordPiece ``##s``; for SentencePiece and byte-level BPE vocabularies, pieces without the
+        word-start mark)."""
+        toks = self.token_strings(ids)
+        special = set(self.tokenizer.all_special_tokens)
+        prefix = _continuation_prefix(self.tokenizer)
+        if prefix:
+            return np.array([t in special or not t.startswith(prefix) for t in toks], dtype=bool)
+        return np.array([t in special or t.startswith(("\u2581", "\u0120")) for t in toks], dtype=bool)
+
     def report_truncation(self, role: str = "doc") -> None:
         """Log how many inputs of ``role`` were truncated since the last report (nothing if none were)."""
         truncated, total = self._unreported.pop(role, (0, 0))
@@ -263,6 +274,16 @@ class ColBERTModel(EncoderModel):
 
     def __repr__(self) -> str:
         return f"ColBERTModel({self.model_id!r}, layout={self.layout!r}, dim={self.dim}, precision={self.precision!r})"
+
+
+def _continuation_prefix(tokenizer) -> str | None:
+    """The prefix that marks a word's continuation pieces (``##`` for WordPiece), None for vocabularies that mark
+    word starts instead."""
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    prefix = getattr(model, "continuing_subword_prefix", None)
+    if prefix:
+        return prefix
+    return "##" if type(tokenizer).__name__.startswith(("Bert", "DistilBert", "Electra")) else None
 
 
 def _gather(vecs: np.ndarray, ids: np.ndarray, slots: np.ndarray) -> TokenVectors:

@@ -123,9 +123,13 @@ class ColBERT(pt.Transformer):
         return out
 
     def _prune(self, tv, qid):
-        """Keep the ``prune_to`` content tokens of highest ICF, plus the structural tokens ([CLS], [SEP], markers:
-        on SciFact zero-shot, keeping them gives 0.683 nDCG@10 at 8 tokens against 0.665 without); [MASK]
-        expansions and skiplist tokens (punctuation), whose collection frequency of 0 would rank them first, go."""
+        """Keep ``prune_to`` content tokens, plus the structural tokens ([CLS], [SEP], markers: on SciFact
+        zero-shot, keeping them gives 0.683 nDCG@10 at 8 tokens against 0.665 without). Content tokens are taken
+        by inverse collection frequency (ICF), one token per word first (its rarest piece) and a word's other
+        pieces only after every word has one: the pieces of one rare word are all rare and, in context, nearly the
+        same vector (SciFact zero-shot at 8 tokens: 0.688 against 0.683 for plain ICF, and better at 4, 6 and 12
+        tokens too). [MASK] expansions and skiplist tokens (punctuation), whose collection frequency of 0 would
+        rank them first, go."""
         counts, total = _frequencies(self.frequencies)
         structural, dropped = self._structural_ids()
         is_structural = np.isin(tv.ids, structural)
@@ -135,8 +139,12 @@ class ColBERT(pt.Transformer):
                              "token left to keep (only special tokens, punctuation or padding)")
         ids = tv.ids[content]
         cf = np.where(ids < len(counts), counts[np.minimum(ids, len(counts) - 1)], 0)
-        icf = np.log((total + 1) / (cf + 1))
-        best = content[np.argsort(-icf, kind="stable")[:self.prune_to]]
+        by_icf = np.argsort(cf, kind="stable")                   # rarest first (ICF descending)
+        words = np.cumsum(self.model.word_starts(tv.ids))[content][by_icf]
+        _, first_piece = np.unique(words, return_index=True)     # each word's rarest piece
+        repeat = np.ones(len(words), bool)
+        repeat[first_piece] = False
+        best = content[by_icf[np.argsort(repeat, kind="stable")[:self.prune_to]]]
         keep = np.sort(np.concatenate([np.flatnonzero(is_structural), best]))
         return type(tv)(tv.embs[keep], tv.ids[keep])
 

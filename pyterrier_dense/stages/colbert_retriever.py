@@ -31,8 +31,7 @@ class ColBERTRetriever(pt.Transformer):
         """``(scores, rows)`` of each query, best first."""
         if self.cells is None:
             return exhaustive_search(snap, queries, self.num_results)
-        return [plaid_search(snap, q, self.num_results, cells=self.cells, candidates=self.candidates)
-                for q in queries]
+        return plaid_search(snap, queries, self.num_results, cells=self.cells, candidates=self.candidates)
 
     def transform_inputs(self):
         return [["qid", "query_embs"]]
