@@ -5,6 +5,7 @@ import numpy as np
 
 from ..indexes.token_store import DOC_SIDE_KEYS, TokenSnapshot, open_tokens
 from ..indexes.vector_index import encoder_differences
+from ..stages.record_indexer import SHARD_SIZE
 from ..stages.colbert_indexer import ColBERTIndexer
 from ..stages.colbert_retriever import ColBERTRetriever, ColBERTScorer
 from .vector_index import VectorIndex
@@ -72,15 +73,18 @@ class ColBERTIndex(VectorIndex):
 
     # ---- stages ----------------------------------------------------------------------------------------------
     def indexer(self, *, storage: str | None = None, nbits: int | None = None, ncentroids: int | None = None,
-                mode: str = "error", lock_timeout: float | None = None, seed: int = 0) -> ColBERTIndexer:
+                mode: str = "error", lock_timeout: float | None = None, seed: int = 0, resume: bool = True,
+                shard_size: int = SHARD_SIZE) -> ColBERTIndexer:
         """A stage that writes ``docno`` + ``doc_embs`` records here: ``(colbert >> index.indexer()).index(docs)``.
 
         ``storage="float16"`` (default) or ``"residual"`` (``nbits`` 1 or 2, default 2); ``ncentroids`` (default:
         grows with the square root of the number of tokens) for candidate generation and residuals; ``mode``
         ``"error"`` / ``"overwrite"`` / ``"append"`` (appended documents reuse the index's storage and centroids;
-        nothing stored is re-encoded)."""
+        nothing stored is re-encoded). ``resume`` (default True): an interrupted build run again with the same documents and options
+        encodes only the documents after its last completed shard of ``shard_size`` and publishes the same index;
+        ``resume=False`` starts from scratch."""
         return ColBERTIndexer(self, storage=storage, nbits=nbits, ncentroids=ncentroids, mode=mode,
-                              lock_timeout=lock_timeout, seed=seed)
+                              lock_timeout=lock_timeout, seed=seed, resume=resume, shard_size=shard_size)
 
     def retriever(self, num_results: int = 1000, *, cells: int = 4, candidates: int = 320,
                   check_encoder: bool = True) -> ColBERTRetriever:

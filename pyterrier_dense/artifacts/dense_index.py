@@ -11,6 +11,7 @@ from ..indexes.dense_store import DenseSnapshot, open_dense
 from ..indexes.faiss_structure import cached_structure, verify_structures
 from ..indexes.pq_store import build_pq_index
 from ..indexes.vector_index import size_report
+from ..stages.record_indexer import SHARD_SIZE
 from ..stages.dense_indexer import DenseIndexer
 from ..stages.dense_retriever import DenseRetriever
 from ..stages.dense_scorer import DenseScorer
@@ -66,14 +67,17 @@ class DenseIndex(VectorIndex):
 
     # ---- stages --------------------------------------------------------------------------------------------
     def indexer(self, *, mode: str = "error", dtype: str | None = None, dim: int | None = None,
-                lock_timeout: float | None = None) -> DenseIndexer:
+                lock_timeout: float | None = None, resume: bool = True, shard_size: int = SHARD_SIZE) -> DenseIndexer:
         """A stage that writes ``docno`` + ``doc_vec`` records here: ``(enc >> index.indexer()).index(docs)``.
 
         ``mode``: ``"error"`` (refuse an existing index), ``"overwrite"``, or ``"append"`` (add documents to the
         index without re-encoding those it holds). ``dtype``: ``"float32"`` (default) or ``"float16"``. ``dim``:
         the dimension, needed only to create an empty index. Writers wait for each other (``lock_timeout`` seconds,
-        default forever)."""
-        return DenseIndexer(self, mode=mode, dtype=dtype, dim=dim, lock_timeout=lock_timeout)
+        default forever). ``resume`` (default True): an interrupted build run again with the same documents and options
+        encodes only the documents after its last completed shard of ``shard_size`` and publishes the same index;
+        ``resume=False`` starts from scratch."""
+        return DenseIndexer(self, mode=mode, dtype=dtype, dim=dim, lock_timeout=lock_timeout, resume=resume,
+                            shard_size=shard_size)
 
     def retriever(self, num_results: int = 1000, *, check_encoder: bool = True) -> DenseRetriever:
         """Exact retrieval of the top ``num_results`` for each ``query_vec``: ``enc >> index.retriever()``."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..indexes.sparse_store import SparseSnapshot, open_sparse
 from ..indexes.vector_index import encoder_differences
+from ..stages.record_indexer import SHARD_SIZE
 from ..stages.sparse_indexer import SparseIndexer
 from ..stages.sparse_retriever import SparseRetriever, SparseScorer
 from .vector_index import VectorIndex
@@ -60,10 +61,13 @@ class SparseIndex(VectorIndex):
                 "postings_per_doc": snap.postings / n if n else 0.0}
 
     # ---- stages ----------------------------------------------------------------------------------------------
-    def indexer(self, *, mode: str = "error", lock_timeout: float | None = None) -> SparseIndexer:
+    def indexer(self, *, mode: str = "error", lock_timeout: float | None = None, resume: bool = True,
+                shard_size: int = SHARD_SIZE) -> SparseIndexer:
         """A stage that writes ``docno`` + ``toks`` records here: ``(splade.doc_encoder() >> index.indexer())
-        .index(docs)``; ``mode`` ``"error"`` / ``"overwrite"`` / ``"append"``."""
-        return SparseIndexer(self, mode=mode, lock_timeout=lock_timeout)
+        .index(docs)``; ``mode`` ``"error"`` / ``"overwrite"`` / ``"append"``. ``resume`` (default True): an interrupted build run again with the same documents and options
+        encodes only the documents after its last completed shard of ``shard_size`` and publishes the same index;
+        ``resume=False`` starts from scratch."""
+        return SparseIndexer(self, mode=mode, lock_timeout=lock_timeout, resume=resume, shard_size=shard_size)
 
     def retriever(self, num_results: int = 1000, *, check_encoder: bool = True) -> SparseRetriever:
         """Exact top ``num_results`` documents by the dot product of ``query_toks`` with the stored weights (no

@@ -48,6 +48,7 @@ READERS_FILE = ".readers"
 BUILDER_FILE = ".builder.json"
 _READ_CHUNK = 1 << 22
 FAULT_ENV = "PYTERRIER_DENSE_FAULT"
+PARTIAL_PREFIX = "partial-"   # a resumable build's completed shards (indexes/shards.py)
 
 
 class CorruptIndexError(ValueError):
@@ -220,7 +221,8 @@ def _read_meta(path: Path) -> dict:
 
 def _ours(name: str) -> bool:
     """Whether a name in an index directory is one this storage writes."""
-    return name in (LOCK_FILE, META_FILE) or name.startswith(("build-", f"{META_FILE}.tmp-")) or is_generation(name)
+    prefixes = ("build-", PARTIAL_PREFIX, ".discarded-", f"{META_FILE}.tmp-")
+    return name in (LOCK_FILE, META_FILE) or name.startswith(prefixes) or is_generation(name)
 
 
 def is_generation(name: str) -> bool:
@@ -432,6 +434,8 @@ class IndexBuild:
         for entry in self.path.iterdir():
             if entry.name.startswith(f"{META_FILE}.tmp-"):
                 entry.unlink(missing_ok=True)   # a pointer a killed build never swapped in
+            elif entry.name.startswith(".discarded-"):
+                shutil.rmtree(entry, ignore_errors=True)   # a partial build whose removal a kill interrupted
             elif entry.name.startswith("build-") and entry.is_dir():
                 try:
                     host = json.loads((entry / BUILDER_FILE).read_text()).get("host")
@@ -511,6 +515,8 @@ class IndexBuild:
                 if not _ours(name):
                     (self.path / name).unlink(missing_ok=True)
         self.current = None
+        for partial in self.path.glob(f"{PARTIAL_PREFIX}*"):   # a published index supersedes interrupted builds
+            remove_tree(partial)
         self._sweep()
         return self.path
 
@@ -520,12 +526,22 @@ class IndexBuild:
         if not self.published and self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
         self.current = None
-        if failed and self._created_dir and not (self.path / META_FILE).exists():
+        if failed and self._created_dir and not (self.path / META_FILE).exists() \
+                and not any(self.path.glob(f"{PARTIAL_PREFIX}*")):   # (a resumable build's shards stay)
             shutil.rmtree(self.path, ignore_errors=True)   # a first build that failed leaves nothing behind
         self._lock.__exit__()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._release(failed=not self.published)
+
+
+def remove_tree(directory: Path) -> None:
+    """Remove a directory of an index by first renaming it aside (``.discarded-*``, swept by the next build if a
+    kill interrupts the removal): nothing ever sees it half removed under its name."""
+    if directory.exists():
+        gone = directory.with_name(f".discarded-{uuid.uuid4().hex[:8]}")
+        os.replace(directory, gone)
+        shutil.rmtree(gone, ignore_errors=True)
 
 
 def _remove_if_unread(generation: Path) -> bool:

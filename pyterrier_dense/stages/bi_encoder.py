@@ -14,6 +14,7 @@ from ..models.default_model import DEFAULT_MODEL
 from .ranking import sort_and_rank
 from .columns import ENCODER_ATTR, require_columns, texts_of
 from .progress import show_progress
+from .resume import skip_resumed
 
 __all__ = ["BiEncoder"]
 _ROLE_METHODS = {"query": "query_encoder", "doc": "doc_encoder", "score": "text_scorer"}
@@ -109,6 +110,10 @@ class BiEncoder(pt.Transformer):
     def transform_iter(self, inp):
         # indexing path (Compose.index hands us lists of records): avoid a DataFrame round trip
         records = list(inp)
+        if records and isinstance(records[0], dict) and self._mode(records[0].keys()) == "doc":
+            records = skip_resumed(records, self)   # documents an interrupted build being resumed already holds
+            if not records:
+                return []
         if not records or self._mode(records[0].keys()) != "doc":
             return self.transform(pd.DataFrame(records)).to_dict(orient="records")
         frame = pd.DataFrame({"docno": [r.get("docno") for r in records], self.text_field: [r.get(self.text_field) for r in records]})
@@ -129,6 +134,7 @@ class BiEncoder(pt.Transformer):
 
     def _encode_docs(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, [self.text_field], "BiEncoder.doc_encoder()")
+        inp = skip_resumed(inp, self)   # documents an interrupted build being resumed already holds
         if not len(inp):
             return self._stamped(inp.assign(doc_vec=pd.Series(dtype=object)))
         vecs = self.model.encode(texts_of(inp, self.text_field, ("docno",), "BiEncoder"), role="doc",

@@ -10,6 +10,7 @@ from ..models.colbert_model import ColBERTModel
 from .bi_encoder import _loading_bars
 from .columns import ENCODER_ATTR, require_columns, texts_of
 from .progress import show_progress
+from .resume import skip_resumed
 from .ranking import sort_and_rank
 
 __all__ = ["ColBERT"]
@@ -98,6 +99,10 @@ class ColBERT(pt.Transformer):
     def transform_iter(self, inp):
         # indexing path (Compose.index hands us lists of records): no DataFrame round trip
         records = list(inp)
+        if records and isinstance(records[0], dict) and self._mode(records[0].keys()) == "doc":
+            records = skip_resumed(records, self)   # documents an interrupted build being resumed already holds
+            if not records:
+                return []
         if not records or self._mode(records[0].keys()) != "doc":
             return self.transform(pd.DataFrame(records)).to_dict(orient="records")
         frame = pd.DataFrame({"docno": [r.get("docno") for r in records],
@@ -174,6 +179,7 @@ class ColBERT(pt.Transformer):
 
     def _encode_docs(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, [self.text_field], "ColBERT.doc_encoder()")
+        inp = skip_resumed(inp, self)   # documents an interrupted build being resumed already holds
         if not len(inp):
             return self._stamped(inp.assign(doc_embs=pd.Series(dtype=object), doc_token_ids=pd.Series(dtype=object)))
         out = self.model.encode(texts_of(inp, self.text_field, ("docno",), "ColBERT"), role="doc",

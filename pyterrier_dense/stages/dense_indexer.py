@@ -5,7 +5,7 @@ import numpy as np
 
 from ..indexes.dense_store import DenseIndexWriter
 from .columns import stack_vectors
-from .record_indexer import RecordIndexer
+from .record_indexer import SHARD_SIZE, RecordIndexer
 
 __all__ = ["DenseIndexer"]
 
@@ -24,8 +24,9 @@ class DenseIndexer(RecordIndexer):
     """
 
     def __init__(self, index, *, mode: str = "error", dtype: str | None = None, dim: int | None = None,
-                 lock_timeout: float | None = None):
+                 lock_timeout: float | None = None, resume: bool = True, shard_size: int = SHARD_SIZE):
         self.index_ref, self.mode, self.dtype, self.dim, self.lock_timeout = index, mode, dtype, dim, lock_timeout
+        self._resumable(resume, shard_size)
         # a writer checks mode, dtype and dim without touching the disk: bad arguments fail now, before any work
         DenseIndexWriter(index.path, dim=dim, dtype=dtype, mode=mode)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..indexes.sparse_store import SparseIndexWriter
-from .record_indexer import RecordIndexer
+from .record_indexer import SHARD_SIZE, RecordIndexer
 
 __all__ = ["SparseIndexer"]
 
@@ -15,8 +15,10 @@ class SparseIndexer(RecordIndexer):
     VALUE = "toks"
     ENCODER_HINT = "(splade.doc_encoder() >> index.indexer()).index(docs)"
 
-    def __init__(self, index, *, mode: str, lock_timeout: float | None):
+    def __init__(self, index, *, mode: str, lock_timeout: float | None, resume: bool = True,
+                 shard_size: int = SHARD_SIZE):
         self.index_ref = index
+        self._resumable(resume, shard_size)
         self.options = dict(mode=mode, lock_timeout=lock_timeout)
         SparseIndexWriter(index.path, **self.options)   # bad arguments fail now, before any work
 

@@ -9,6 +9,7 @@ from ..models.splade_model import SpladeModel, TermWeights
 from .bi_encoder import _loading_bars
 from .columns import ENCODER_ATTR, require_columns, texts_of
 from .progress import show_progress
+from .resume import skip_resumed
 from .ranking import sort_and_rank
 
 __all__ = ["Splade"]
@@ -100,6 +101,10 @@ class Splade(pt.Transformer):
     def transform_iter(self, inp):
         # indexing path (Compose.index hands us lists of records): no DataFrame round trip
         records = list(inp)
+        if records and isinstance(records[0], dict) and self._mode(records[0].keys()) == "doc":
+            records = skip_resumed(records, self)   # documents an interrupted build being resumed already holds
+            if not records:
+                return []
         if not records:
             return []
         if self._mode(records[0].keys()) != "doc":
@@ -144,6 +149,7 @@ class Splade(pt.Transformer):
 
     def _encode_docs(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, [self.text_field], "Splade.doc_encoder()")
+        inp = skip_resumed(inp, self)   # documents an interrupted build being resumed already holds
         if not len(inp):
             return self._stamped(inp.assign(toks=pd.Series(dtype=object)))
         toks = self.model.encode(texts_of(inp, self.text_field, ("docno",), "Splade"), role="doc",

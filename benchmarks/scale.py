@@ -1,0 +1,120 @@
+"""Past one machine, part 1: resumable indexing. A dense build of a real collection is killed (SIGKILL) halfway
+through, run again, and compared with an uninterrupted build: how much of the corpus the re-run encoded again, its
+time, and whether the two indexes are the same.
+
+A measurement script, not a test: it prints one JSON object (and writes it with ``--json``)::
+
+    python benchmarks/scale.py --collection ../shared/data/scifact --json out.json
+
+What each figure means
+----------------------
+- ``uninterrupted_s``: one build, start to publish (``(enc >> index.indexer()).index(corpus)``).
+- ``killed_at_s`` / ``killed_at_fraction``: when the second build's process was killed (SIGKILL, no cleanup), as
+  seconds and as a fraction of ``uninterrupted_s``; ``done_at_kill``: documents in its completed shards.
+- ``rerun_s`` and ``reencoded_fraction``: the re-run's time and the share of the corpus it encoded again;
+  ``same_index``: whether the resumed index's files equal the uninterrupted build's byte for byte (``max_abs_diff``
+  of the vectors otherwise: a document batched with others than before encodes within float rounding).
+An interrupted build loses at most the batch PyTerrier was encoding (the encoder's ``chunk_size`` documents) and
+the shard being filled (``shard_size``): both are set per run (``--chunk-size``, ``--shard-size``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measures import cpu_kind, publish  # noqa: E402
+
+BUILD = textwrap.dedent("""
+    import json, sys, time
+    import pyterrier_dense as ptd
+    from pyterrier_dense.models.default_model import DEFAULT_MODEL, resolve_model
+    collection, path, chunk, shard, model = sys.argv[1:6]
+    enc = ptd.BiEncoder(model or resolve_model(DEFAULT_MODEL), verbose=False)
+    enc.model.chunk_size = int(chunk)
+    seen = []
+    encode = enc.model.encode
+    def counting(texts, role="doc", **kw):
+        seen.extend(texts) if role == "doc" else None
+        return encode(texts, role=role, **kw)
+    enc.model.encode = counting
+    t = time.perf_counter()
+    (enc >> ptd.DenseIndex(path).indexer(shard_size=int(shard))).index(ptd.Collection(collection).corpus_iter())
+    print(json.dumps({"seconds": time.perf_counter() - t, "encoded": len(seen)}), flush=True)
+""")
+
+
+def build(args, path: str, kill_after: float | None = None) -> dict:
+    """One build in a child process; with ``kill_after``, SIGKILL it after that many seconds."""
+    cmd = [sys.executable, "-c", BUILD, args.collection, path, str(args.chunk_size), str(args.shard_size),
+           args.model or ""]
+    t = time.perf_counter()
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if kill_after is None:
+        out, _ = child.communicate()
+        return json.loads(out.strip().splitlines()[-1])
+    time.sleep(kill_after)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    return {"seconds": time.perf_counter() - t}
+
+
+def done_in_partial(path: str) -> int:
+    partials = [p for p in os.listdir(path) if p.startswith("partial-")] if os.path.isdir(path) else []
+    if not partials:
+        return 0
+    shards = [f for f in os.listdir(os.path.join(path, partials[0])) if f.endswith(".json") and f.startswith("shard")]
+    return sum(json.load(open(os.path.join(path, partials[0], f)))["count"] for f in shards)
+
+
+def same_files(a: str, b: str) -> tuple[bool, float]:
+    import pyterrier_dense as ptd
+    sa, sb = ptd.DenseIndex(a).snapshot(), ptd.DenseIndex(b).snapshot()
+    same_docnos = list(sa.docnos[np.arange(sa.count)]) == list(sb.docnos[np.arange(sb.count)])
+    diff = float(np.abs(np.asarray(sa.vectors, np.float32) - np.asarray(sb.vectors, np.float32)).max())
+    return same_docnos and diff == 0.0, diff
+
+
+def run(args) -> dict:
+    work = args.workdir or tempfile.mkdtemp(prefix="scale-bench-")
+    out = {"cpu": cpu_kind(), "threads": os.cpu_count(), "chunk_size": args.chunk_size, "shard_size": args.shard_size}
+    whole = build(args, os.path.join(work, "whole.dense"))
+    total = whole["encoded"]
+    out["documents"], out["uninterrupted_s"] = total, round(whole["seconds"], 1)
+    path = os.path.join(work, "resumed.dense")
+    killed = build(args, path, kill_after=args.kill_at * whole["seconds"])
+    out["killed_at_s"] = round(killed["seconds"], 1)
+    out["killed_at_fraction"] = round(killed["seconds"] / whole["seconds"], 3)
+    out["done_at_kill"] = done_in_partial(path)
+    rerun = build(args, path)
+    out["rerun_s"] = round(rerun["seconds"], 1)
+    out["reencoded_fraction"] = round(rerun["encoded"] / total, 3)
+    same, diff = same_files(os.path.join(work, "whole.dense"), path)
+    out["resume"] = {"same_index": same, "max_abs_diff": diff}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--collection", required=True)
+    p.add_argument("--model", default=None, help="a bi-encoder (default: the local all-MiniLM-L6-v2)")
+    p.add_argument("--chunk-size", type=int, default=256, help="documents PyTerrier hands the encoder at once")
+    p.add_argument("--shard-size", type=int, default=256, help="documents a shard of the resumable build")
+    p.add_argument("--kill-at", type=float, default=0.5, help="kill the second build at this fraction of the first's time")
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    publish(run(args), args.json)
+
+
+if __name__ == "__main__":
+    main()
