@@ -16,6 +16,7 @@ from .artifacts.dense_index import DenseIndex
 from .artifacts.pq_index import PQIndex
 from .artifacts.sparse_index import SparseIndex
 from .stages.fusion import RRFusion, ScoreFusion
+from .stages.sharded import ShardedRetriever
 from .stages.text_loader import TextLoader
 
 _NEED_TORCH = {"BiEncoder": ".stages.bi_encoder", "BiEncoderModel": ".models.bi_encoder_model",
@@ -33,4 +34,4 @@ def __getattr__(name):
 
 __all__ = ["BiEncoder", "BiEncoderModel", "ColBERT", "ColBERTModel", "CrossEncoder", "CrossEncoderModel", "Splade",
            "SpladeModel", "ColBERTIndex", "DenseIndex", "PQIndex", "SparseIndex", "Collection", "ScoreFusion", "RRFusion",
-           "TextLoader", "__version__"]
+           "ShardedRetriever", "TextLoader", "__version__"]
