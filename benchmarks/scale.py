@@ -1,6 +1,10 @@
-"""Past one machine, part 1: resumable indexing. A dense build of a real collection is killed (SIGKILL) halfway
-through, run again, and compared with an uninterrupted build: how much of the corpus the re-run encoded again, its
-time, and whether the two indexes are the same.
+"""Past one machine: resumable indexing, and serving from Qdrant.
+
+Resume: a dense build of a real collection is killed (SIGKILL) halfway through, run again, and compared with an
+uninterrupted build: how much of the corpus the re-run encoded again, its time, and whether the two indexes are the
+same. Engine: the uninterrupted build's vectors loaded into a ``QdrantIndex`` (qdrant-client's local mode, in
+memory: brute force in Python, not the production engine) and searched exactly through the same stages: top-100
+agreement with our exact ``DenseIndex``, and the time per query of each, all queries in one frame.
 
 A measurement script, not a test: it prints one JSON object (and writes it with ``--json``)::
 
@@ -14,6 +18,8 @@ What each figure means
 - ``rerun_s`` and ``reencoded_fraction``: the re-run's time and the share of the corpus it encoded again;
   ``same_index``: whether the resumed index's files equal the uninterrupted build's byte for byte (``max_abs_diff``
   of the vectors otherwise: a document batched with others than before encodes within float rounding).
+- ``qdrant``: ``build_s`` (loading the vectors), ``agree_at_100`` (mean share of our exact top 100 it returns),
+  ``ndcg10`` of both, ``ms_per_query`` of both (``--skip-engine`` leaves it out).
 An interrupted build loses at most the batch PyTerrier was encoding (the encoder's ``chunk_size`` documents) and
 the shard being filled (``shard_size``): both are set per run (``--chunk-size``, ``--shard-size``).
 """
@@ -100,7 +106,30 @@ def run(args) -> dict:
     out["reencoded_fraction"] = round(rerun["encoded"] / total, 3)
     same, diff = same_files(os.path.join(work, "whole.dense"), path)
     out["resume"] = {"same_index": same, "max_abs_diff": diff}
+    if not args.skip_engine:
+        out["qdrant"] = engine(args, os.path.join(work, "whole.dense"))
     return out
+
+
+def engine(args, dense_path: str) -> dict:
+    """Our exact DenseIndex against the same vectors in Qdrant (local mode), through the same stages."""
+    import pyterrier_dense as ptd
+    from pyterrier_dense.models.default_model import DEFAULT_MODEL, resolve_model
+    from measures import evaluate, overlap, timed
+    coll = ptd.Collection(args.collection)
+    topics, qrels = coll.topics(args.split), coll.qrels(args.split)
+    ours = ptd.DenseIndex(dense_path)
+    snap = ours.snapshot()
+    records = [{"docno": d, "doc_vec": v, "pyterrier_dense.encoder": ours.encoder_settings}
+               for d, v in zip(snap.docnos[np.arange(snap.count)], np.asarray(snap.vectors))]
+    qdrant = ptd.QdrantIndex(":memory:", "bench")
+    _, build_s = timed(qdrant.indexer(resume=False).index, records)
+    q = ptd.BiEncoder(args.model or resolve_model(DEFAULT_MODEL), verbose=False).query_encoder()(topics)
+    exact, ours_s = timed(ours.retriever(num_results=100), q)
+    run, engine_s = timed(qdrant.retriever(num_results=100), q)
+    return {"build_s": round(build_s, 2), "agree_at_100": overlap(run, exact), "ndcg10_ours": evaluate(exact, qrels)["ndcg10"],
+            "ndcg10_qdrant": evaluate(run, qrels)["ndcg10"], "ms_per_query_ours": round(1000 * ours_s / len(q), 2),
+            "ms_per_query_qdrant": round(1000 * engine_s / len(q), 2), "mode": "qdrant-client local (:memory:)"}
 
 
 def main() -> None:
@@ -110,6 +139,8 @@ def main() -> None:
     p.add_argument("--chunk-size", type=int, default=256, help="documents PyTerrier hands the encoder at once")
     p.add_argument("--shard-size", type=int, default=256, help="documents a shard of the resumable build")
     p.add_argument("--kill-at", type=float, default=0.5, help="kill the second build at this fraction of the first's time")
+    p.add_argument("--split", default="test")
+    p.add_argument("--skip-engine", action="store_true", help="leave out the Qdrant comparison")
     p.add_argument("--workdir", default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args()

@@ -14,6 +14,7 @@ from .collection import Collection
 from .artifacts.colbert_index import ColBERTIndex
 from .artifacts.dense_index import DenseIndex
 from .artifacts.pq_index import PQIndex
+from .artifacts.qdrant_index import QdrantIndex
 from .artifacts.sparse_index import SparseIndex
 from .stages.fusion import RRFusion, ScoreFusion
 from .stages.sharded import ShardedRetriever
@@ -33,5 +34,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["BiEncoder", "BiEncoderModel", "ColBERT", "ColBERTModel", "CrossEncoder", "CrossEncoderModel", "Splade",
-           "SpladeModel", "ColBERTIndex", "DenseIndex", "PQIndex", "SparseIndex", "Collection", "ScoreFusion", "RRFusion",
+           "SpladeModel", "ColBERTIndex", "DenseIndex", "PQIndex", "QdrantIndex", "SparseIndex", "Collection", "ScoreFusion", "RRFusion",
            "ShardedRetriever", "TextLoader", "__version__"]

@@ -84,8 +84,8 @@ class RecordIndexer(pt.Indexer):
         # through enc >> indexer, PyTerrier hands us a generator of its own: a sized source announces its size
         with writer, progress_bar(desc="indexing", unit="doc", total=total) as bar, \
                 expect_total(lambda n: _show_total(bar, n)):
-            store = self._store(writer)
-            if not self.resume:
+            store = self._store(writer) if getattr(self.index_ref, "path", None) is not None else None
+            if store is not None and not self.resume:
                 store.discard()
                 store = None
             try:
