@@ -116,8 +116,11 @@ class QdrantStore:
 
     def upsert(self, meta: dict, docnos: list[str], values: list) -> None:
         from qdrant_client import models
+        terms = len(meta["vocab"]) if meta.get("vocab") is not None else None
         points = [models.PointStruct(id=point_id(d), vector={self._name(meta): self._vector(meta, v, grow=True)},
                                      payload={"docno": d}) for d, v in zip(docnos, values)]
+        if terms is not None and len(meta["vocab"]) > terms:
+            self.set_meta(meta)   # new terms recorded before any point uses them: a crash cannot reuse their ids
         self._call("upsert", self.client.upsert, self.collection, points=points, wait=True)
 
     def existing(self, docnos: list[str]) -> list[str]:

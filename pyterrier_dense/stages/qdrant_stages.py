@@ -45,6 +45,7 @@ class _QdrantWriter:
     def __init__(self, store: QdrantStore, representation: str, mode: str):
         self.store, self.representation, self.mode = store, representation, mode
         self.meta, self.encoder, self.created, self.added = None, None, False, []
+        self._seen: set[str] = set()
 
     def __enter__(self) -> "_QdrantWriter":
         if self.store.exists():
@@ -77,14 +78,10 @@ class _QdrantWriter:
                 raise ValueError(f"document {d!r}: its {self.representation} {why}")
             if dim is None and self.representation != "toks":
                 dim = int(np.shape(v)[-1])
-        if len(set(docnos)) < len(docnos) or set(docnos) & set(self.added):
-            seen, dup = set(self.added), None
-            for d in docnos:
-                if d in seen:
-                    dup = d
-                    break
-                seen.add(d)
-            raise ValueError(f"duplicate docno {dup!r}: every document must have its own docno")
+        for d in docnos:
+            if d in self._seen:
+                raise ValueError(f"duplicate docno {d!r}: every document must have its own docno")
+            self._seen.add(d)
         if self.meta is None:
             self.meta, self.created = self.store.create(self.representation, dim, self.encoder), True
         elif not self.created:
