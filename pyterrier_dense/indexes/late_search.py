@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .maxsim import as_float32, maxsim, maxsim_many
+from .maxsim import as_float32, gathered_rows, maxsim, maxsim_many
 from .token_ivf import doc_blocks
 
 __all__ = ["exhaustive_search", "plaid_search", "score_docs", "score_pairs", "top_k"]
@@ -94,19 +94,12 @@ def _probe(qc: np.ndarray, cells: int) -> np.ndarray:
     return np.arange(qc.shape[1])
 
 
-def _runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The positions ``starts[j] .. starts[j] + lengths[j] - 1`` of every run j, one after another."""
-    firsts = np.zeros(len(lengths), np.int64)
-    np.cumsum(lengths[:-1], out=firsts[1:])
-    return np.repeat(starts - firsts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-
-
 def _probed_interaction(snap, qc: np.ndarray, probed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Candidates (documents listed under a probed centroid) and their approximate MaxSim from the inverted file
     alone: per query vector, the best probed centroid the document has a token in."""
     ivf_off, ivf_docs = snap.ivf
     starts, lengths = ivf_off[probed], ivf_off[probed + 1] - ivf_off[probed]
-    docs = np.asarray(ivf_docs[_runs(starts, lengths)], dtype=np.int64)
+    docs = np.asarray(ivf_docs[gathered_rows(starts, lengths)[0]], dtype=np.int64)
     cell = np.repeat(probed, lengths)
     order = np.argsort(docs, kind="stable")
     docs, cell = docs[order], cell[order]
@@ -117,10 +110,8 @@ def _probed_interaction(snap, qc: np.ndarray, probed: np.ndarray) -> tuple[np.nd
 def _full_interaction(snap, qc: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Approximate MaxSim of documents ``rows`` with every token counted as its centroid (codes only, no vectors)."""
     off = snap.offsets
-    lengths = off[rows + 1] - off[rows]
-    firsts = np.zeros(len(rows), np.int64)
-    np.cumsum(lengths[:-1], out=firsts[1:])
-    return _interaction(qc, snap.codes[_runs(off[rows], lengths)], firsts)
+    tokens, firsts = gathered_rows(off[rows], off[rows + 1] - off[rows])
+    return _interaction(qc, snap.codes[tokens], firsts)
 
 
 def _interaction(qc: np.ndarray, cells: np.ndarray, firsts: np.ndarray) -> np.ndarray:
@@ -169,10 +160,8 @@ def score_pairs(snap, queries: list[np.ndarray], rows: list[np.ndarray]) -> list
         for j in range(a, b):
             pairs = order[bounds[j]:bounds[j + 1]]
             qs = pair_query[pairs]
-            vec_rows = _runs(q_off[qs], q_off[qs + 1] - q_off[qs])
+            vec_rows, firsts = gathered_rows(q_off[qs], q_off[qs + 1] - q_off[qs])
             sims = stacked[vec_rows] @ vecs[local[j - a]:local[j - a + 1]].T
-            firsts = np.zeros(len(qs), np.int64)
-            np.cumsum((q_off[qs + 1] - q_off[qs])[:-1], out=firsts[1:])
             scores[pairs] = np.add.reduceat(sims.max(axis=1), firsts)
     return np.split(scores, np.cumsum(sizes)[:-1])
 

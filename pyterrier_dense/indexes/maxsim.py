@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import faiss
 import numpy as np
 
-__all__ = ["as_float32", "maxsim", "maxsim_many", "maxsim_pairs", "MAXSIM_BLOCK_BYTES"]
+__all__ = ["as_float32", "gathered_rows", "maxsim", "maxsim_many", "maxsim_pairs", "MAXSIM_BLOCK_BYTES"]
 
 MAXSIM_BLOCK_BYTES = 1 << 25   # at most this many bytes of float32 query x token scores (and block copies) at once
 
@@ -104,11 +104,11 @@ def _maxsim_contiguous(query: np.ndarray, tokens: np.ndarray, offsets: np.ndarra
         out[i:j] = _segment_maxsim(query, block, offsets[i:j] - start)
 
 
-def _gathered_rows(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gathered_rows(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Token rows of documents ``[starts[k], starts[k] + lengths[k])`` end to end, and each one's first position."""
     firsts = np.zeros(len(lengths), np.int64)
     np.cumsum(lengths[:-1], out=firsts[1:])
-    rows = np.arange(firsts[-1] + lengths[-1], dtype=np.int64) + np.repeat(starts - firsts, lengths)
+    rows = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts - firsts, lengths)
     return rows, firsts
 
 
@@ -119,7 +119,7 @@ def _maxsim_scattered(query: np.ndarray, tokens: np.ndarray, offsets: np.ndarray
     per_token = 4 * len(query) + 4 * tokens.shape[1] + 8 + (tokens.itemsize * tokens.shape[1]
                                                              if tokens.dtype != np.float32 else 0)
     for i, j in _blocks(lengths, per_token):
-        rows, firsts = _gathered_rows(offsets[pairs[i:j]], lengths[i:j])
+        rows, firsts = gathered_rows(offsets[pairs[i:j]], lengths[i:j])
         block = as_float32(np.take(tokens, rows, axis=0))
         out[pairs[i:j]] = _segment_maxsim(query, block, firsts)
 
