@@ -5,6 +5,7 @@ end."""
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 
 import pandas as pd
@@ -129,7 +130,7 @@ class RecordIndexer(pt.Indexer):
                     if store is not None:
                         store.set_encoder(s)
                     settings, known = s, True
-                elif s is not settings and s != settings:
+                elif s is not settings and s != settings and _as_json(s) != _as_json(settings):
                     if store is not None and store.done and live == 1:
                         raise ValueError(f"the interrupted build of {self.index_ref.path} being resumed was made "
                                          "by another encoder configuration; index from the start with "
@@ -150,6 +151,11 @@ class RecordIndexer(pt.Indexer):
         if store is not None:
             store.add([self._shard_record(r) for r in chunk])
         _advance(bar, len(chunk))
+
+
+def _as_json(settings):
+    """Settings as a partial build keeps them (through JSON: tuples become lists), for comparison."""
+    return json.loads(json.dumps(settings, default=str))
 
 
 @contextlib.contextmanager
