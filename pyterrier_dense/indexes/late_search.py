@@ -121,15 +121,14 @@ def _interaction(qc: np.ndarray, cells: np.ndarray, firsts: np.ndarray) -> np.nd
     return np.maximum.reduceat(np.take(qc, cells, axis=1), firsts, axis=1).sum(axis=0)
 
 
-def _candidates(snap, qc: np.ndarray, k: int, cells: int, candidates: int) -> tuple[np.ndarray, int]:
-    """Steps 1 and 2 for one query whose scores with the centroids are ``qc`` (m x K): the rows to score exactly,
-    and how many documents the probed cells listed."""
+def _candidates(snap, qc: np.ndarray, k: int, cells: int, candidates: int) -> np.ndarray:
+    """Steps 1 and 2 for one query whose scores with the centroids are ``qc`` (m x K): the rows to score exactly."""
     cand, approx = _probed_interaction(snap, qc, _probe(qc, cells))
     keep = min(max(candidates, k), len(cand))
     _, chosen = top_k(approx.astype(np.float32), cand, min(len(cand), INTERACTION_FACTOR * keep))
     if len(chosen) > keep:
         _, chosen = top_k(_full_interaction(snap, qc, chosen).astype(np.float32), chosen, keep)
-    return chosen, len(cand)
+    return chosen
 
 
 def score_pairs(snap, queries: list[np.ndarray], rows: list[np.ndarray]) -> list[np.ndarray]:
@@ -166,25 +165,19 @@ def score_pairs(snap, queries: list[np.ndarray], rows: list[np.ndarray]) -> list
     return np.split(scores, np.cumsum(sizes)[:-1])
 
 
-def plaid_search(snap, queries: list[np.ndarray], k: int, *, cells: int, candidates: int,
-                 return_stats: bool = False):
+def plaid_search(snap, queries: list[np.ndarray], k: int, *, cells: int,
+                 candidates: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """PLAID retrieval (see the module docstring) of several queries: ``[(scores, rows)]``, best first. The
     queries' scores with every centroid come from one product per group of QUERY_ROWS vectors, and the exact
     stage reads each chosen document once for all the queries that chose it (:func:`score_pairs`)."""
     if snap.count == 0 or not queries:
-        empty = (np.empty(0, np.float32), np.empty(0, np.int64))
-        out = [empty for _ in queries]
-        return (out, {"candidates": 0, "scored": 0}) if return_stats else out
+        return [(np.empty(0, np.float32), np.empty(0, np.int64)) for _ in queries]
     centroids = snap.codec.centroids
-    chosen, listed = [], 0
+    chosen = []
     for group in _query_groups(queries):
         qc = np.concatenate([queries[i] for i in group]) @ centroids.T
         at = 0
         for i in group:
-            rows, n = _candidates(snap, qc[at:at + len(queries[i])], k, cells, candidates)
-            chosen.append(rows)
-            listed, at = listed + n, at + len(queries[i])
-    out = [top_k(s, r, k) for s, r in zip(score_pairs(snap, queries, chosen), chosen)]
-    if return_stats:
-        return out, {"candidates": listed / len(queries), "scored": sum(len(r) for r in chosen) / len(queries)}
-    return out
+            chosen.append(_candidates(snap, qc[at:at + len(queries[i])], k, cells, candidates))
+            at += len(queries[i])
+    return [top_k(s, r, k) for s, r in zip(score_pairs(snap, queries, chosen), chosen)]

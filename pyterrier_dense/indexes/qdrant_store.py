@@ -129,6 +129,11 @@ class QdrantStore:
                            with_payload=True, with_vectors=False)
         return [p.payload["docno"] for p in found]
 
+    def delete(self, docnos: list[str]) -> None:
+        from qdrant_client import models
+        self._call("delete", self.client.delete, self.collection,
+                   points_selector=models.PointIdsList(points=[point_id(d) for d in docnos]))
+
     @staticmethod
     def _name(meta: dict) -> str:
         return "toks" if meta["representation"] == "toks" else "vec"

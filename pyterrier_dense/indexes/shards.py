@@ -37,10 +37,8 @@ class ShardStore:
     """The partial build of one index and key (see the module docstring). Used under the index's write lock."""
 
     def __init__(self, index_path: str | os.PathLike, key: dict, shard_size: int):
-        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-            raise ValueError(f"shard_size must be an int >= 1 (records a shard), got {shard_size!r}")
         self.key, self.shard_size = key, shard_size
-        self.dir = Path(index_path) / f"{PARTIAL_PREFIX}{_digest(key)}"
+        self.dir = Path(index_path) / f"{PARTIAL_PREFIX}{_digest({**key, 'shard_size': shard_size})}"
         self.shards: list[dict] = []     # the completed shards' records: count, docnos, crc32
         self.encoder = None
         self._file = None
@@ -56,21 +54,16 @@ class ShardStore:
                 remove_tree(other)   # a build with other options: it will not resume
         meta = self.dir / "partial.json"
         if meta.exists():
-            saved = json.loads(meta.read_text())
-            if saved.get("shard_size") != self.shard_size:
-                self.discard()
-            else:
-                self.encoder = saved.get("encoder")
-                n = 0
-                while (self.dir / f"shard-{n:06d}.json").exists():
-                    self.shards.append(json.loads((self.dir / f"shard-{n:06d}.json").read_text()))
-                    n += 1
-                for leftover in self.dir.glob("shard-*"):   # the shard a kill interrupted, and anything after it
-                    if int(leftover.name[6:12]) >= n:
-                        leftover.unlink()
+            self.encoder = json.loads(meta.read_text()).get("encoder")
+            n = 0
+            while (self.dir / f"shard-{n:06d}.json").exists():
+                self.shards.append(json.loads((self.dir / f"shard-{n:06d}.json").read_text()))
+                n += 1
+            for leftover in self.dir.glob("shard-*"):   # the shard a kill interrupted, and anything after it
+                if int(leftover.name[6:12]) >= n:
+                    leftover.unlink()
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(meta, json.dumps({"key": self.key, "shard_size": self.shard_size,
-                                           "encoder": self.encoder}, default=str).encode())
+        self.set_encoder(self.encoder)
         return self.done
 
     @property
@@ -83,6 +76,7 @@ class ShardStore:
         return shard["docnos"][i % self.shard_size]
 
     def set_encoder(self, encoder) -> None:
+        """Record the settings of the encoder that made the records (with the key, in ``partial.json``)."""
         self.encoder = encoder
         write_atomically(self.dir / "partial.json", json.dumps({"key": self.key, "shard_size": self.shard_size,
                                                                 "encoder": encoder}, default=str).encode())

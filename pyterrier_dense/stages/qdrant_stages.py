@@ -9,7 +9,8 @@ import pandas as pd
 import pyterrier as pt
 
 from ..indexes.qdrant_store import QUERY_COLUMNS, QdrantStore
-from ..indexes.vector_index import encoder_differences
+from ..indexes.token_store import DOC_SIDE_KEYS
+from ..indexes.vector_index import NAME_KEYS, encoder_differences
 from .columns import check_num_results, encoder_of, require_columns
 from .ranking import sort_and_rank
 from .record_indexer import SHARD_SIZE, RecordIndexer
@@ -17,6 +18,8 @@ from .record_indexer import SHARD_SIZE, RecordIndexer
 __all__ = ["QdrantIndexer", "QdrantRetriever"]
 
 MODES = ("error", "overwrite", "append")
+# settings that shape only documents: queries need not share them (ColBERT's, and the bi-encoder's and SPLADE's own)
+DOC_SIDE = DOC_SIDE_KEYS + ("doc_prefix", "doc_top_k")
 
 
 def _problem(value, representation: str, dim: int | None) -> str | None:
@@ -100,10 +103,7 @@ class _QdrantWriter:
         elif self.created:
             self.store.drop()
         elif self.added:
-            from qdrant_client import models
-            from ..indexes.qdrant_store import point_id
-            self.store.client.delete(self.store.collection, points_selector=models.PointIdsList(
-                points=[point_id(d) for d in self.added]))
+            self.store.delete(self.added)
 
 
 class QdrantIndexer(RecordIndexer):
@@ -144,8 +144,8 @@ class QdrantRetriever(pt.Transformer):
         require_columns(inp, ["qid", column] + (["docno"] if self.candidates else []), name)
         settings = encoder_of(inp)
         if self.check_encoder and settings is not None and meta.get("encoder") is not None:
-            diffs = [d for d in encoder_differences(meta["encoder"], settings, keys=None)
-                     if d.split(":")[0] not in DOC_SIDE]
+            keys = [k for k in meta["encoder"] if k not in NAME_KEYS + DOC_SIDE]
+            diffs = encoder_differences(meta["encoder"], settings, keys=keys)
             if diffs:
                 raise ValueError(f"Qdrant collection {self.index.store.collection!r} was built with another encoder "
                                  f"configuration ({'; '.join(diffs)}); pass check_encoder=False to override")
@@ -180,6 +180,3 @@ class QdrantRetriever(pt.Transformer):
     def __repr__(self) -> str:
         role = "scorer()" if self.candidates else f"retriever(num_results={self.num_results})"
         return f"{self.index!r}.{role}"
-
-
-DOC_SIDE = ("doc_length", "doc_marker", "skiplist", "whole_word", "drop_stopwords", "doc_prefix", "doc_top_k")
