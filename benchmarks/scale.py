@@ -18,6 +18,10 @@ What each figure means
 - ``rerun_s`` and ``reencoded_fraction``: the re-run's time and the share of the corpus it encoded again;
   ``same_index``: whether the resumed index's files equal the uninterrupted build's byte for byte (``max_abs_diff``
   of the vectors otherwise: a document batched with others than before encodes within float rounding).
+- ``ray``: the collection (or its first ``--ray-docs`` documents) encoded into a dense index by the single-process pipeline and by
+  ``ptd.ray.encode`` with 1 actor (all CPUs) and 2 actors (half each), on a local Ray started here: documents a
+  second for each (actor start-up and model loading included), ``overhead_1_actor`` (1 - ray/single throughput)
+  and ``max_abs_diff`` of the vectors against the single-process index (``--skip-ray`` leaves it out).
 - ``qdrant``: ``build_s`` (loading the vectors), ``agree_at_100`` (mean share of our exact top 100 it returns),
   ``ndcg10`` of both, ``ms_per_query`` of both (``--skip-engine`` leaves it out).
 An interrupted build loses at most the batch PyTerrier was encoding (the encoder's ``chunk_size`` documents) and
@@ -93,6 +97,10 @@ def same_files(a: str, b: str) -> tuple[bool, float]:
 def run(args) -> dict:
     work = args.workdir or tempfile.mkdtemp(prefix="scale-bench-")
     out = {"cpu": cpu_kind(), "threads": os.cpu_count(), "chunk_size": args.chunk_size, "shard_size": args.shard_size}
+    if not args.skip_ray:
+        out["ray"] = ray_encoding(args, work)
+    if args.skip_resume:
+        return out
     whole = build(args, os.path.join(work, "whole.dense"))
     total = whole["encoded"]
     out["documents"], out["uninterrupted_s"] = total, round(whole["seconds"], 1)
@@ -108,6 +116,39 @@ def run(args) -> dict:
     out["resume"] = {"same_index": same, "max_abs_diff": diff}
     if not args.skip_engine:
         out["qdrant"] = engine(args, os.path.join(work, "whole.dense"))
+    return out
+
+
+def ray_encoding(args, work: str) -> dict:
+    """The single-process pipeline against ptd.ray.encode with 1 and 2 actors, on the same documents and CPUs."""
+    import itertools
+    import ray
+    import pyterrier_dense as ptd
+    from pyterrier_dense.models.default_model import DEFAULT_MODEL, resolve_model
+    docs = list(itertools.islice(ptd.Collection(args.collection).corpus_iter(), args.ray_docs))
+    enc = ptd.BiEncoder(args.model or resolve_model(DEFAULT_MODEL), precision=args.precision, verbose=False)
+    t = time.perf_counter()
+    single = (enc >> ptd.DenseIndex(os.path.join(work, "single.dense")).indexer(mode="overwrite")).index(docs)
+    single_s = time.perf_counter() - t
+    ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    out = {"documents": len(docs), "precision": enc.model.precision,
+           "single_docs_per_s": round(len(docs) / single_s, 1)}
+    ref = np.asarray(single.snapshot().vectors)
+    try:
+        for actors in (1, 2):
+            t = time.perf_counter()
+            index = ptd.ray.encode(docs, enc, ptd.DenseIndex(os.path.join(work, f"ray{actors}.dense")).indexer(
+                mode="overwrite"), actors=actors, batch_size=args.chunk_size)
+            seconds = time.perf_counter() - t
+            snap = index.snapshot()
+            same_docnos = list(snap.docnos) == list(single.snapshot().docnos)
+            out[f"actors_{actors}"] = {"docs_per_s": round(len(docs) / seconds, 1), "seconds": round(seconds, 1),
+                                       "same_docnos": same_docnos,
+                                       "max_abs_diff": float(np.abs(np.asarray(snap.vectors) - ref).max())}
+    finally:
+        ray.shutdown()
+    out["overhead_1_actor"] = round(1 - out["actors_1"]["docs_per_s"] / out["single_docs_per_s"], 3)
+    out["speedup_2_actors_vs_1"] = round(out["actors_2"]["docs_per_s"] / out["actors_1"]["docs_per_s"], 3)
     return out
 
 
@@ -140,6 +181,10 @@ def main() -> None:
     p.add_argument("--shard-size", type=int, default=256, help="documents a shard of the resumable build")
     p.add_argument("--kill-at", type=float, default=0.5, help="kill the second build at this fraction of the first's time")
     p.add_argument("--split", default="test")
+    p.add_argument("--ray-docs", type=int, default=None, help="documents the Ray comparison encodes (default: all)")
+    p.add_argument("--precision", default="auto", help="the encoder's precision in the Ray comparison")
+    p.add_argument("--skip-ray", action="store_true", help="leave out the Ray comparison")
+    p.add_argument("--skip-resume", action="store_true", help="leave out the resume and engine figures")
     p.add_argument("--skip-engine", action="store_true", help="leave out the Qdrant comparison")
     p.add_argument("--workdir", default=None)
     p.add_argument("--json", default=None)
