@@ -353,7 +353,9 @@ def test_roles_and_stamped_settings(splade):
     assert "toks" in splade.doc_encoder()(both) and "query_toks" in splade.query_encoder()(both)
     assert repr(splade.query_encoder()).endswith(".query_encoder()") and "head='splade'" in repr(splade)
     records = splade.doc_encoder().transform_iter([{"docno": "d0", "text": TEXTS[0], "extra": 1}])
-    assert records[0]["toks"] == d.toks[0] and records[0]["extra"] == 1
+    alone = records[0]["toks"]               # a batch of one has no padding: weights agree to float32 rounding
+    assert alone.keys() == d.toks[0].keys() and records[0]["extra"] == 1
+    assert alone == pytest.approx(d.toks[0], rel=1e-5, abs=1e-7)
     assert records[0][ENCODER_ATTR] == splade.model.settings()
 
 
