@@ -55,6 +55,10 @@ class _EncodeBatch:
             return list(rows)
         return [{k: v for k, v in r.items() if k in self.keep or k == ENCODER_ATTR} for r in rows]
 
+    def chunk(self) -> int:
+        """The encoder's length-sorting window (documents it tokenises and sorts together)."""
+        return int(getattr(self.stage, "batch_size", 0) or 1024)
+
     def truncations(self) -> list[str]:
         """The truncation warnings this actor's encoder deferred, as text (for the driver to log once)."""
         import logging
@@ -76,7 +80,7 @@ def _is_factory(encoder) -> bool:
 
 
 def encode(docs, encoder, indexer, *, actors: int = 2, cpus_per_actor: float | None = None,
-           gpus_per_actor: float = 0, batch_size: int = 256, window: int = WINDOW, address: str | None = None):
+           gpus_per_actor: float = 0, batch_size: int | None = None, window: int = WINDOW, address: str | None = None):
     """Encode ``docs`` on a pool of Ray actors and write them with ``indexer``; returns what ``indexer.index``
     returns (the index). The same index as ``(encoder >> indexer).index(docs)``, vectors and docnos identical in
     fp32, and resumable the same way: a build interrupted (Ctrl-C, a crash, the driver killed) and run again with
@@ -95,11 +99,14 @@ def encode(docs, encoder, indexer, *, actors: int = 2, cpus_per_actor: float | N
     then loads on that node, on its GPU where it has one). ``indexer``: any of our indexers
     (``DenseIndex/ColBERTIndex/SparseIndex/QdrantIndex(...).indexer(...)``). ``actors`` models run at once, each with
     ``cpus_per_actor`` CPUs (default: this machine's CPUs shared out) and ``gpus_per_actor`` GPUs; ``batch_size``
-    documents go to an actor at a time. ``address``: a running Ray cluster (``"auto"``, ``"ray://head:10001"``); by
+    documents go to an actor at a time (default: the encoder's length-sorting window, as in a single-process build,
+    smaller where a window of documents would otherwise leave an actor idle). ``address``: a running Ray cluster (``"auto"``, ``"ray://head:10001"``); by
     default a Ray already initialised in this process, or a local one started here.
     """
     ray = _ray()
     for name, value, low in (("actors", actors, 1), ("batch_size", batch_size, 1), ("window", window, 1)):
+        if name == "batch_size" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     if not (isinstance(encoder, pt.Transformer) or callable(encoder)):
@@ -119,7 +126,9 @@ def encode(docs, encoder, indexer, *, actors: int = 2, cpus_per_actor: float | N
     shipped = encoder if _is_factory(encoder) else ray.put(encoder)   # one copy in the object store for all actors
     pool = [actor.remote(shipped, max(1, int(cpus_per_actor)), keep) for _ in range(actors)]
     try:
-        records, total = _encoded(ray, _windows(ray, docs, window), pool, batch_size), _size(ray, docs)
+        chunk = ray.get(pool[0].chunk.remote())
+        batches = _batches(_windows(ray, docs, window), batch_size, chunk, actors)
+        records, total = _encoded(ray, batches, pool), _size(ray, docs)
         index = indexer.index(records if total is None else _Sized(records, total))
         for i, messages in enumerate(ray.get([a.truncations.remote() for a in pool])):
             for message in messages:
@@ -178,17 +187,53 @@ def _windows(ray, docs, window: int) -> Iterator[list[dict]]:
 
 
 _MARK = object()   # who skips resumed documents (skip_resumed: only the first stage that asks does)
+QUEUED = 2         # batches queued on each actor, so it starts the next while the driver writes the last
 
 
-def _encoded(ray, windows: Iterator[list[dict]], pool: list, batch_size: int) -> Iterator[dict]:
-    """Each window's documents encoded on the actors, in order (resumed documents dropped first)."""
-    from ray.util import ActorPool
-    actors = ActorPool(pool)
+def _batches(windows: Iterator[list[dict]], batch_size: int | None, chunk: int, actors: int) -> Iterator[list[dict]]:
+    """Each window's documents (resumed documents dropped first) cut into batches for the actors: ``batch_size``,
+    or by default the encoder's length-sorting window, made smaller where that leaves an actor without work."""
     for docs in windows:
         docs = skip_resumed(docs, _MARK)
-        batches = [docs[i:i + batch_size] for i in range(0, len(docs), batch_size)]
+        size = batch_size or max(1, min(chunk, -(-len(docs) // (actors * QUEUED))))
+        for i in range(0, len(docs), size):
+            yield docs[i:i + size]
+
+
+def _encoded(ray, batches: Iterator[list[dict]], pool: list) -> Iterator[dict]:
+    """The batches encoded on the actors, yielded in input order. Each actor has up to ``QUEUED`` batches queued
+    and gets the next as soon as one of its own finishes; finished batches wait for those before them (at most a
+    few per actor, so memory stays bounded)."""
+    queued = {i: 0 for i in range(len(pool))}
+    running: dict = {}                     # ObjectRef -> (batch number, actor)
+    done: dict[int, list[dict]] = {}
+    submitted = emitted = 0
+    limit = len(pool) * QUEUED * 2         # batches in flight or finished but not yet yielded
+    batches = iter(batches)
+    exhausted = False
+    while True:
+        while not exhausted and submitted - emitted < limit:
+            actor = min(queued, key=queued.get)
+            if queued[actor] >= QUEUED:
+                break
+            batch = next(batches, None)
+            if batch is None:
+                exhausted = True
+                break
+            running[pool[actor].encode.remote(batch)] = (submitted, actor)
+            queued[actor] += 1
+            submitted += 1
+        if emitted in done:
+            rows = done.pop(emitted)
+            emitted += 1
+            yield from rows
+            continue
+        if not running:
+            return
+        ready, _ = ray.wait(list(running), num_returns=1)
+        number, actor = running.pop(ready[0])
+        queued[actor] -= 1
         try:
-            for rows in actors.map(lambda a, batch: a.encode.remote(batch), batches):   # in submission order
-                yield from rows
+            done[number] = ray.get(ready[0])
         except ray.exceptions.RayTaskError as e:   # the encoder's own error (bad input names its row), not Ray's
             raise (e.cause if isinstance(e.cause, Exception) else e) from None
