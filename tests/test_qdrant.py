@@ -107,3 +107,62 @@ def test_an_unreachable_server_is_a_clear_error_not_a_hang():
     with pytest.raises(QdrantUnavailableError, match="Qdrant at http://127.0.0.1:1 did not answer"):
         engine.retriever()(q)
     assert time.perf_counter() - start < 10
+
+
+def hybrid_records(n=120, seed=21):
+    rng, vecs = np.random.default_rng(seed), random_vectors(n, DIM, seed=seed)
+    return [{"docno": f"d{i}", "doc_vec": vecs[i],
+             "toks": {f"t{j}": float(rng.random()) + 0.1 for j in rng.integers(0, 30, 6)}} for i in range(n)]
+
+
+def test_hybrid_collection_fuses_dense_and_sparse_as_rrfusion_does(tmp_path):
+    records = hybrid_records()
+    dense = ptd.DenseIndex(tmp_path / "x.dense").indexer().index([{k: r[k] for k in ("docno", "doc_vec")} for r in records])
+    sparse = ptd.SparseIndex(tmp_path / "s").indexer().index([{k: r[k] for k in ("docno", "toks")} for r in records])
+    engine = ptd.QdrantIndex(tmp_path / "q", "hybrid")
+    engine.indexer(representation=("doc_vec", "toks")).index(records)
+    assert set(engine.representations) == {"doc_vec", "toks"} and engine.count == 120
+    q = pd.DataFrame({"qid": ["q1", "q2"], "query_vec": list(random_vectors(2, DIM, seed=4)),
+                      "query_toks": [{"t1": 1.0, "t4": 0.3}, {"t9": 2.0, "t2": 0.5}]})
+    # one representation at a time: the engine's exact search equals ours
+    same_runs(dense.retriever(num_results=10)(q), engine.retriever(num_results=10, representation="doc_vec")(q))
+    same_runs(sparse.retriever(num_results=10)(q), engine.retriever(num_results=10, representation="toks")(q))
+    # both (the default where the frame has both query columns): each one's top 20, fused by reciprocal rank
+    fused = engine.retriever(num_results=10, depth=20)(q)
+    ours = ptd.RRFusion(dense.retriever(num_results=20), sparse.retriever(num_results=20), k=60, num_results=10)(q)
+    a, b = scores(ours), scores(fused)
+    assert len(b) == 20 and sorted(b.values()) == pytest.approx(sorted(a.values()), abs=1e-7)
+    shared = [key for key in b if key in a]      # the same documents (ties at the 10th score aside), same scores
+    assert len(shared) >= 18 and all(abs(a[key] - b[key]) < 1e-7 for key in shared)
+    dbsf = engine.retriever(num_results=10, fusion="dbsf")(q)
+    assert len(dbsf) == 20 and set(dbsf.columns) >= {"qid", "docno", "score", "rank"}
+    # re-scoring candidates with both: every candidate gets its fused score
+    cands = fused[["qid", "docno"]].merge(q, on="qid")
+    rescored = engine.scorer()(cands)
+    assert scores(rescored).keys() == b.keys()
+    with pytest.raises(ValueError, match=r"holds \['doc_vec', 'toks'\], not \['doc_embs'\]"):
+        engine.retriever(representation="doc_embs")(q)
+    with pytest.raises(ValueError, match="needs column.*query_vec.*query_toks.*any one of them"):
+        engine.retriever()(q[["qid"]])
+    with pytest.raises(ValueError, match="an append must add the same representations"):
+        engine.indexer(mode="append").index([{k: records[0][k] for k in ("docno", "doc_vec")}])
+    with pytest.raises(ValueError, match="needs 'docno' and 'doc_vec' and 'toks' in every record"):
+        ptd.QdrantIndex(tmp_path / "q3", "other").indexer(representation=("doc_vec", "toks")).index(
+            [{k: records[0][k] for k in ("docno", "doc_vec")}])
+
+
+def test_each_representation_keeps_and_checks_its_own_encoder(tmp_path):
+    dense_enc, sparse_enc = {"model": "a", "pooling": "mean", "dim": DIM}, {"model": "s", "head": "splade"}
+    encoders = {ATTR + "s": {"doc_vec": dense_enc, "toks": sparse_enc}, ATTR: sparse_enc}
+    engine = ptd.QdrantIndex(tmp_path / "q", "hybrid")
+    engine.indexer(representation=("doc_vec", "toks")).index([{**r, **encoders} for r in hybrid_records(30)])
+    assert engine.representations == {"doc_vec": dense_enc, "toks": sparse_enc}
+    q = pd.DataFrame({"qid": ["q1"], "query_vec": [random_vectors(1, DIM)[0]], "query_toks": [{"t1": 1.0}]})
+    q.attrs = {ATTR + "s": {"query_vec": dense_enc, "query_toks": sparse_enc}, ATTR: sparse_enc}
+    assert len(engine.retriever(num_results=5)(q)) == 5   # each column checked against its own encoder
+    q.attrs[ATTR + "s"] = {"query_vec": dense_enc, "query_toks": {**sparse_enc, "head": "terms"}}
+    with pytest.raises(ValueError, match="the toks of Qdrant collection 'hybrid' was built with another encoder"
+                                         ".*head: index 'splade', encoder 'terms'"):
+        engine.retriever(num_results=5)(q)
+    with pytest.raises(ValueError, match="holds \\['doc_vec', 'toks'\\]: read each one's encoder settings"):
+        engine.encoder_settings

@@ -16,7 +16,8 @@ import torch
 
 from conftest import WORDS
 from pyterrier_dense.models.splade_model import SpladeModel, TermWeights
-from pyterrier_dense.stages.columns import ENCODER_ATTR
+from pyterrier_dense.stages.columns import ENCODER_ATTR, ENCODERS_ATTR
+import pyterrier_dense as ptd
 from pyterrier_dense.stages.splade import Splade
 
 SPECIAL = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
@@ -444,3 +445,24 @@ def test_real_splade_tiny_equals_the_formula(real_splade):
     terms = SpladeModel(real_splade, head="terms", precision="fp32", verbose=False).encode(texts)
     for text, toks in zip(texts, terms):
         assert_same(toks, hand_terms(real_splade, text))
+
+
+def test_dense_and_sparse_columns_in_one_frame_each_keep_their_encoder(splade, tiny_st_model, tmp_path):
+    """A hybrid pipeline carries two encoders' columns: each index checks the encoder of the column it reads."""
+    enc = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False)
+    docs = pd.DataFrame({"docno": [f"d{i}" for i in range(len(TEXTS))], "text": TEXTS})
+    dense = ptd.DenseIndex(tmp_path / "x.dense")
+    (enc >> dense.indexer()).index(docs.to_dict(orient="records"))
+    sparse = ptd.SparseIndex(tmp_path / "x.sparse")
+    (splade.doc_encoder() >> sparse.indexer()).index(docs.to_dict(orient="records"))
+    queries = pd.DataFrame({"qid": ["q1"], "query": ["electron field"]})
+    both = (enc.query_encoder() >> splade.query_encoder())(queries)
+    assert both.attrs[ENCODERS_ATTR] == {"query_vec": enc.model.settings(),
+                                         "query_toks": splade.model.settings()}
+    assert len(dense.retriever(num_results=3)(both)) == 3 and len(sparse.retriever(num_results=3)(both)) > 0
+    qdrant = pytest.importorskip("qdrant_client") and ptd.QdrantIndex(tmp_path / "q", "hybrid")
+    (enc >> splade.doc_encoder() >> qdrant.indexer(representation=("doc_vec", "toks"))).index(
+        docs.to_dict(orient="records"))
+    assert qdrant.representations == {"doc_vec": enc.model.settings(), "toks": splade.model.settings()}
+    fused = qdrant.retriever(num_results=5)(both)
+    assert len(fused) == 5 and fused.score.is_monotonic_decreasing

@@ -12,8 +12,8 @@ __all__ = ["QdrantIndex"]
 
 
 class QdrantIndex:
-    """One Qdrant collection holding one representation: ``doc_vec`` (dense), ``toks`` (learned sparse) or
-    ``doc_embs`` (ColBERT token vectors, scored by the engine's MaxSim).
+    """One Qdrant collection holding one or more representations of the documents: ``doc_vec`` (dense), ``toks``
+    (learned sparse), ``doc_embs`` (ColBERT token vectors, scored by the engine's MaxSim).
 
     Example::
 
@@ -24,8 +24,13 @@ class QdrantIndex:
         splade_index = ptd.QdrantIndex("http://qdrant:6333", "scifact-splade")
         (splade.doc_encoder() >> splade_index.indexer(representation="toks")).index(collection.corpus_iter())
 
-    The encoder's settings are kept in the collection's metadata and checked when queries meet it, as for the
-    package's own indexes. A server that does not answer within ``timeout`` seconds is an error naming its URL.
+        # hybrid: dense and sparse vectors of each document in one collection, fused by the engine
+        hybrid = ptd.QdrantIndex("http://qdrant:6333", "scifact-hybrid")
+        (enc >> splade.doc_encoder() >> hybrid.indexer(representation=("doc_vec", "toks"))).index(docs)
+        both = enc.query_encoder() >> splade.query_encoder() >> hybrid.retriever(num_results=100)   # RRF
+
+    Each representation's encoder settings are kept in the collection's metadata and checked when queries meet it,
+    as for the package's own indexes. A server that does not answer within ``timeout`` seconds is an error naming its URL.
     A location that is a directory or ``":memory:"`` uses qdrant-client's local mode: brute force in Python, one
     process at a time, for tests and small collections, not a production engine.
     """
@@ -46,24 +51,43 @@ class QdrantIndex:
         return self.store.count()
 
     @property
-    def encoder_settings(self) -> dict | None:
-        return self.store.meta().get("encoder")
+    def representations(self) -> dict[str, dict | None]:
+        """``{representation: the settings of the encoder that made it}`` for what the collection holds."""
+        return {rep: spec.get("encoder") for rep, spec in self.store.meta()["representations"].items()}
 
-    def indexer(self, *, representation: str = "doc_vec", mode: str = "error", resume: bool = True,
-                shard_size: int = SHARD_SIZE) -> QdrantIndexer:
-        """Writes ``docno`` + ``representation`` records (``"doc_vec"``, ``"toks"`` or ``"doc_embs"``); ``mode``
-        ``"error"`` / ``"overwrite"`` / ``"append"`` (the same representation and encoder; docnos already stored
-        are refused)."""
+    @property
+    def encoder_settings(self) -> dict | None:
+        """The encoder's settings where the collection holds one representation (else see ``representations``)."""
+        reps = self.representations
+        if len(reps) != 1:
+            raise ValueError(f"Qdrant collection {self.store.collection!r} holds {list(reps)}: read each one's "
+                             "encoder settings from .representations")
+        return next(iter(reps.values()))
+
+    def indexer(self, *, representation: str | tuple[str, ...] = "doc_vec", mode: str = "error",
+                resume: bool = True, shard_size: int = SHARD_SIZE) -> QdrantIndexer:
+        """Writes ``docno`` + ``representation`` records (``"doc_vec"``, ``"toks"``, ``"doc_embs"``, or a tuple of
+        several, each record carrying all of them); ``mode`` ``"error"`` / ``"overwrite"`` / ``"append"`` (the
+        same representations and encoders; docnos already stored are refused)."""
         return QdrantIndexer(self, representation=representation, mode=mode, resume=resume, shard_size=shard_size)
 
-    def retriever(self, num_results: int = 1000, *, check_encoder: bool = True) -> QdrantRetriever:
+    def retriever(self, num_results: int = 1000, *, representation: str | tuple[str, ...] | None = None,
+                  fusion: str = "rrf", rrf_k: int = 60, depth: int | None = None,
+                  check_encoder: bool = True) -> QdrantRetriever:
         """Exact top ``num_results`` in the engine for each query's ``query_vec`` / ``query_toks`` /
-        ``query_embs`` (whichever the collection holds)."""
-        return QdrantRetriever(self, num_results=num_results, check_encoder=check_encoder)
+        ``query_embs``: those of ``representation``, by default every representation of the collection whose query
+        column the frame has. Several are a hybrid search: each one's exact top ``depth`` (default
+        ``num_results``) fused in the engine by ``fusion``: ``"rrf"`` (``1 / (rrf_k + rank)`` summed, the same
+        scores as :class:`~pyterrier_dense.RRFusion` of the single runs) or ``"dbsf"`` (distribution-based)."""
+        return QdrantRetriever(self, num_results=num_results, representation=representation, fusion=fusion,
+                               rrf_k=rrf_k, depth=depth, check_encoder=check_encoder)
 
-    def scorer(self, *, check_encoder: bool = True) -> QdrantRetriever:
-        """Re-scores candidates (``qid``, ``docno`` and the query column) in the engine."""
-        return QdrantRetriever(self, candidates=True, check_encoder=check_encoder)
+    def scorer(self, *, representation: str | tuple[str, ...] | None = None, fusion: str = "rrf",
+               rrf_k: int = 60, check_encoder: bool = True) -> QdrantRetriever:
+        """Re-scores candidates (``qid``, ``docno`` and the query columns, chosen as for :meth:`retriever`) in
+        the engine."""
+        return QdrantRetriever(self, candidates=True, representation=representation, fusion=fusion, rrf_k=rrf_k,
+                               check_encoder=check_encoder)
 
     def __repr__(self) -> str:
         return f"QdrantIndex({self.store.location!r}, {self.store.collection!r})"

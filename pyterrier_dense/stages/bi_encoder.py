@@ -12,7 +12,7 @@ import pyterrier as pt
 from ..models.bi_encoder_model import BiEncoderModel
 from ..models.default_model import DEFAULT_MODEL
 from .ranking import sort_and_rank
-from .columns import ENCODER_ATTR, require_columns, texts_of
+from .columns import require_columns, stamp, stamp_records, texts_of
 from .progress import show_progress
 from .resume import skip_resumed
 
@@ -121,25 +121,25 @@ class BiEncoder(pt.Transformer):
                                  report_truncation=False,  # the indexer reports once, at the end
                                  progress=self._progress())
         settings = self.model.settings()   # travels with each record: indexers record it in their manifest
-        return [{**r, "doc_vec": v, ENCODER_ATTR: settings} for r, v in zip(records, vecs)]
+        return stamp_records(records, settings, {"doc_vec": list(vecs)})
 
     def _encode_queries(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["query"], "BiEncoder.query_encoder()")
         if not len(inp):
-            return self._stamped(inp.assign(query_vec=pd.Series(dtype=object)))
+            return self._stamped(inp.assign(query_vec=pd.Series(dtype=object)), "query_vec")
         queries = texts_of(inp, "query", ("qid",), "BiEncoder")
         unique, codes = np.unique(np.array(queries, dtype=object), return_inverse=True)
         vecs = self._query_vectors(unique.tolist())
-        return self._stamped(inp.assign(query_vec=list(vecs[codes.ravel()])))
+        return self._stamped(inp.assign(query_vec=list(vecs[codes.ravel()])), "query_vec")
 
     def _encode_docs(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, [self.text_field], "BiEncoder.doc_encoder()")
         inp = skip_resumed(inp, self)   # documents an interrupted build being resumed already holds
         if not len(inp):
-            return self._stamped(inp.assign(doc_vec=pd.Series(dtype=object)))
+            return self._stamped(inp.assign(doc_vec=pd.Series(dtype=object)), "doc_vec")
         vecs = self.model.encode(texts_of(inp, self.text_field, ("docno",), "BiEncoder"), role="doc",
                                  progress=self._progress())
-        return self._stamped(inp.assign(doc_vec=list(vecs)))
+        return self._stamped(inp.assign(doc_vec=list(vecs)), "doc_vec")
 
     def _progress(self) -> bool | None:
         """The model's own choice (its ``verbose``), unless bars are off here (``quiet()``, or the logger)."""
@@ -218,10 +218,9 @@ class BiEncoder(pt.Transformer):
         if self._query_cache is not None:
             self._query_cache.clear()
 
-    def _stamped(self, out: pd.DataFrame) -> pd.DataFrame:
+    def _stamped(self, out: pd.DataFrame, column: str) -> pd.DataFrame:
         """The frame, carrying this encoder's settings in ``attrs`` for index stages to check."""
-        out.attrs[ENCODER_ATTR] = self.model.settings()
-        return out
+        return stamp(out, self.model.settings(), column)
 
     def _score(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["qid", "query", self.text_field], "BiEncoder.text_scorer()",

@@ -8,7 +8,7 @@ import pyterrier as pt
 from ..indexes.maxsim import maxsim_pairs
 from ..models.colbert_model import ColBERTModel
 from .bi_encoder import _loading_bars
-from .columns import ENCODER_ATTR, require_columns, texts_of
+from .columns import require_columns, stamp, stamp_records, texts_of
 from .progress import show_progress
 from .resume import skip_resumed
 from .ranking import sort_and_rank
@@ -110,15 +110,14 @@ class ColBERT(pt.Transformer):
         out = self.model.encode(texts_of(frame, self.text_field, ("docno",), "ColBERT"), role="doc",
                                 report_truncation=False, progress=self._progress())
         settings = self.model.settings()
-        return [{**r, "doc_embs": o.embs, "doc_token_ids": o.ids, ENCODER_ATTR: settings}
-                for r, o in zip(records, out)]
+        return stamp_records(records, settings, {"doc_embs": [o.embs for o in out],
+                                                 "doc_token_ids": [o.ids for o in out]})
 
     def _progress(self) -> bool | None:
         return None if show_progress() else False
 
-    def _stamped(self, out: pd.DataFrame) -> pd.DataFrame:
-        out.attrs[ENCODER_ATTR] = self.model.settings()
-        return out
+    def _stamped(self, out: pd.DataFrame, column: str) -> pd.DataFrame:
+        return stamp(out, self.model.settings(), column)
 
     def _query_tokens(self, queries: list[str], qids: list) -> list:
         """TokenVectors of distinct queries, pruned when asked."""
@@ -168,23 +167,26 @@ class ColBERT(pt.Transformer):
     def _encode_queries(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["query"], "ColBERT.query_encoder()")
         if not len(inp):
-            return self._stamped(inp.assign(query_embs=pd.Series(dtype=object), query_toks=pd.Series(dtype=object)))
+            return self._stamped(inp.assign(query_embs=pd.Series(dtype=object), query_toks=pd.Series(dtype=object)),
+                                "query_embs")
         queries = texts_of(inp, "query", ("qid",), "ColBERT")
         unique, first, codes = np.unique(np.array(queries, dtype=object), return_index=True, return_inverse=True)
         qids = inp["qid"].to_numpy()[first] if "qid" in inp.columns else first
         out = self._query_tokens(unique.tolist(), list(qids))
         toks = [self.model.token_strings(o.ids) for o in out]
         codes = codes.ravel()
-        return self._stamped(inp.assign(query_embs=[out[c].embs for c in codes], query_toks=[toks[c] for c in codes]))
+        return self._stamped(inp.assign(query_embs=[out[c].embs for c in codes], query_toks=[toks[c] for c in codes]),
+                             "query_embs")
 
     def _encode_docs(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, [self.text_field], "ColBERT.doc_encoder()")
         inp = skip_resumed(inp, self)   # documents an interrupted build being resumed already holds
         if not len(inp):
-            return self._stamped(inp.assign(doc_embs=pd.Series(dtype=object), doc_token_ids=pd.Series(dtype=object)))
+            return self._stamped(inp.assign(doc_embs=pd.Series(dtype=object), doc_token_ids=pd.Series(dtype=object)),
+                                "doc_embs")
         out = self.model.encode(texts_of(inp, self.text_field, ("docno",), "ColBERT"), role="doc",
                                 progress=self._progress())
-        return self._stamped(inp.assign(doc_embs=[o.embs for o in out], doc_token_ids=[o.ids for o in out]))
+        return self._stamped(inp.assign(doc_embs=[o.embs for o in out], doc_token_ids=[o.ids for o in out]), "doc_embs")
 
     def _score(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["qid", "query", self.text_field], "ColBERT.scorer()",

@@ -43,7 +43,7 @@ class ColBERTRetriever(pt.Transformer):
         require_columns(inp, ["qid", "query_embs"], "ColBERTRetriever",
                         "Encode queries first: colbert.query_encoder() >> index.retriever()")
         snap = self.index.snapshot()
-        check_frame_encoder(self.index, inp, snap, self.check_encoder)
+        check_frame_encoder(self.index, inp, snap, self.check_encoder, "query_embs")
         keep = [c for c in inp.columns if c != "query_embs"]
         if not len(inp):
             return pd.DataFrame(columns=keep + RESULT_COLUMNS)
@@ -90,7 +90,7 @@ class ColBERTScorer(pt.Transformer):
         require_columns(inp, ["qid", "docno", "query_embs"], "ColBERTScorer",
                         "Encode queries first: first_stage >> colbert.query_encoder() >> index.scorer()")
         snap = self.index.snapshot()
-        check_frame_encoder(self.index, inp, snap, self.check_encoder)
+        check_frame_encoder(self.index, inp, snap, self.check_encoder, "query_embs")
         out = inp.drop(columns=[c for c in ("query_embs", "score", "rank") if c in inp.columns])
         if not len(inp):
             return out.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))

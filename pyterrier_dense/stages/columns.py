@@ -12,11 +12,14 @@ import pandas as pd
 import pyterrier as pt
 
 __all__ = ["query_groups", "matrices_of", "check_frame_encoder", "stored_rows", "ENCODER_ATTR", "ColumnsError", "require_columns", "texts_of", "vectors_of", "stack_vectors", "check_num_results",
-           "encoder_of"]
+           "encoder_of", "ENCODERS_ATTR", "stamp", "stamp_records", "record_encoder"]
 
 # The settings of the encoder that made a frame's vectors travel with the data: in ``DataFrame.attrs`` for frames,
 # and under this key in each record on the indexing path (records have no attrs).
 ENCODER_ATTR = "pyterrier_dense.encoder"
+# The same per representation column ({column: settings}): a frame can carry several encoders' columns (a dense and a
+# sparse query representation for a hybrid search), and each index checks the encoder of the column it reads.
+ENCODERS_ATTR = "pyterrier_dense.encoders"
 
 
 class ColumnsError(pt.validate.InputValidationError, ValueError):
@@ -42,14 +45,46 @@ def check_num_results(value, name: str = "num_results") -> int:
     return int(value)
 
 
-def encoder_of(inp: pd.DataFrame) -> dict | None:
-    """The settings of the encoder that made this frame's vectors, when the frame carries them."""
-    return inp.attrs.get(ENCODER_ATTR)
+def encoder_of(inp: pd.DataFrame, column: str | None = None) -> dict | None:
+    """The settings of the encoder that made this frame's ``column`` (or its last encoder's), when the frame
+    carries them."""
+    return _encoder(inp.attrs, column)
 
 
-def check_frame_encoder(index, inp: pd.DataFrame, snapshot, check: bool = True) -> None:
-    """When the frame carries its encoder's settings (and ``check``), the index must accept them."""
-    settings = encoder_of(inp)
+def record_encoder(record: dict, column: str, default: dict | None = None) -> dict | None:
+    """The settings of the encoder that made a record's ``column`` (records carry them as frames do in attrs)."""
+    return _encoder(record, column, default)
+
+
+def _encoder(holder: dict, column: str | None, default: dict | None = None) -> dict | None:
+    by_column = holder.get(ENCODERS_ATTR)
+    if column is not None and by_column is not None:
+        return by_column.get(column, default)
+    return holder.get(ENCODER_ATTR, default)
+
+
+def stamp(frame: pd.DataFrame, settings: dict, *columns: str) -> pd.DataFrame:
+    """The frame, carrying the settings of the encoder that made ``columns`` in ``attrs`` for index stages to check
+    (the columns of other encoders before it keep theirs)."""
+    frame.attrs[ENCODER_ATTR] = settings
+    frame.attrs[ENCODERS_ATTR] = {**frame.attrs.get(ENCODERS_ATTR, {}), **dict.fromkeys(columns, settings)}
+    return frame
+
+
+def stamp_records(records: list[dict], settings: dict, values: dict[str, list]) -> list[dict]:
+    """The records with ``values`` (``{column: one value per record}``) added and stamped as :func:`stamp` does."""
+    names = list(values)
+    out = []
+    for i, r in enumerate(records):
+        out.append({**r, **{c: values[c][i] for c in names}, ENCODER_ATTR: settings,
+                    ENCODERS_ATTR: {**r.get(ENCODERS_ATTR, {}), **dict.fromkeys(names, settings)}})
+    return out
+
+
+def check_frame_encoder(index, inp: pd.DataFrame, snapshot, check: bool, column: str) -> None:
+    """When the frame carries the settings of the encoder that made ``column`` (and ``check``), the index must
+    accept them."""
+    settings = encoder_of(inp, column)
     if check and settings is not None:
         index.check_encoder(settings, snapshot)
 

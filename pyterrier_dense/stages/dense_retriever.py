@@ -67,7 +67,7 @@ class DenseRetriever(pt.Transformer):
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["qid", "query_vec"], "DenseRetriever", "Encode queries first: enc >> index.retriever()")
         snap = self.index.snapshot()
-        check_frame_encoder(self.index, inp, snap, self.check_encoder)
+        check_frame_encoder(self.index, inp, snap, self.check_encoder, "query_vec")
         keep = [c for c in inp.columns if c != "query_vec"]
         if not len(inp):
             return pd.DataFrame(columns=keep + RESULT_COLUMNS)

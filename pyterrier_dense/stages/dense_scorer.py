@@ -33,7 +33,7 @@ class DenseScorer(pt.Transformer):
         require_columns(inp, ["qid", "docno", "query_vec"], "DenseScorer",
                         "Encode queries first: first_stage >> enc >> index.scorer()")
         snap = self.index.snapshot()
-        check_frame_encoder(self.index, inp, snap, self.check_encoder)
+        check_frame_encoder(self.index, inp, snap, self.check_encoder, "query_vec")
         out = inp.drop(columns=[c for c in ("query_vec", "score", "rank") if c in inp.columns])
         if not len(inp):
             return out.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from ..indexes.qdrant_store import QUERY_COLUMNS, QdrantStore
+from ..indexes.qdrant_store import FUSIONS, QUERY_COLUMNS, QdrantStore
 from ..indexes.token_store import DOC_SIDE_KEYS
 from ..indexes.vector_index import NAME_KEYS, encoder_differences
-from .columns import check_num_results, encoder_of, require_columns
+from .columns import check_num_results, encoder_of, record_encoder, require_columns
 from .ranking import sort_and_rank
 from .record_indexer import SHARD_SIZE, RecordIndexer
 
@@ -43,11 +43,11 @@ def _problem(value, representation: str, dim: int | None) -> str | None:
 
 class _QdrantWriter:
     """Streams records into the collection. Qdrant has no atomic build: a new collection that fails is removed,
-    and a failed append removes the points it added."""
+    and a failed append removes the points it added. ``encoder`` settings are per representation."""
 
-    def __init__(self, store: QdrantStore, representation: str, mode: str):
-        self.store, self.representation, self.mode = store, representation, mode
-        self.meta, self.encoder, self.created, self.added = None, None, False, []
+    def __init__(self, store: QdrantStore, representations: tuple[str, ...], mode: str):
+        self.store, self.representations, self.mode = store, representations, mode
+        self.meta, self.encoders, self.created, self.added = None, {}, False, []
         self._seen: set[str] = set()
 
     def __enter__(self) -> "_QdrantWriter":
@@ -59,39 +59,47 @@ class _QdrantWriter:
                 self.store.drop()
             else:
                 self.meta = self.store.meta()
-                if self.meta["representation"] != self.representation:
-                    raise ValueError(f"Qdrant collection {self.store.collection!r} holds "
-                                     f"{self.meta['representation']}, not {self.representation}")
+                held = tuple(self.meta["representations"])
+                if sorted(held) != sorted(self.representations):
+                    raise ValueError(f"Qdrant collection {self.store.collection!r} holds {list(held)}; an append "
+                                     f"must add the same representations, not {list(self.representations)}")
         return self
 
-    def set_encoder(self, encoder: dict | None) -> None:
-        if self.meta is not None and self.meta.get("encoder") != encoder:
-            diffs = encoder_differences(self.meta.get("encoder"), encoder or {}, keys=None) or ["settings differ"]
-            raise ValueError(f"cannot append to Qdrant collection {self.store.collection!r}: it was built with "
-                             f"another encoder configuration ({'; '.join(diffs)})")
-        self.encoder = encoder
+    def set_encoder(self, encoders: dict | None) -> None:
+        encoders = encoders or {}
+        if self.meta is not None:
+            for rep in self.representations:
+                stored = self.meta["representations"][rep].get("encoder")
+                if stored != encoders.get(rep):
+                    diffs = encoder_differences(stored, encoders.get(rep) or {}, keys=None) or ["settings differ"]
+                    raise ValueError(f"cannot append to Qdrant collection {self.store.collection!r}: its {rep} was "
+                                     f"built with another encoder configuration ({'; '.join(diffs)})")
+        self.encoders = encoders
 
-    def add(self, docnos: list, values: list) -> None:
-        dim = None if self.meta is None else self.meta.get("dim")
-        for d, v in zip(docnos, values):
+    def add(self, docnos: list, values: dict[str, list]) -> None:
+        reps = None if self.meta is None else self.meta["representations"]
+        dims = {rep: None if reps is None else reps[rep]["dim"] for rep in self.representations}
+        for i, d in enumerate(docnos):
             if not isinstance(d, str) or not d:
                 raise ValueError(f"docno {d!r}: docnos must be non-empty strings")
-            why = _problem(v, self.representation, dim)
-            if why:
-                raise ValueError(f"document {d!r}: its {self.representation} {why}")
-            if dim is None and self.representation != "toks":
-                dim = int(np.shape(v)[-1])
+            for rep in self.representations:
+                v = values[rep][i]
+                why = _problem(v, rep, dims[rep])
+                if why:
+                    raise ValueError(f"document {d!r}: its {rep} {why}")
+                if dims[rep] is None and rep != "toks":
+                    dims[rep] = int(np.shape(v)[-1])
         for d in docnos:
             if d in self._seen:
                 raise ValueError(f"duplicate docno {d!r}: every document must have its own docno")
             self._seen.add(d)
         if self.meta is None:
-            self.meta, self.created = self.store.create(self.representation, dim, self.encoder), True
+            self.meta, self.created = self.store.create(dims, self.encoders), True
         elif not self.created:
             stored = self.store.existing(docnos)
             if stored:
                 raise ValueError(f"docno {stored[0]!r} is already in Qdrant collection {self.store.collection!r}")
-        self.store.upsert(self.meta, list(docnos), list(values))
+        self.store.upsert(self.meta, list(docnos), values)
         self.added.extend(docnos)
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -106,65 +114,111 @@ class _QdrantWriter:
             self.store.delete(self.added)
 
 
-class QdrantIndexer(RecordIndexer):
-    """``(enc >> qindex.indexer()).index(docs)``: writes ``docno`` + ``doc_vec`` (or ``toks``, ``doc_embs``) records
-    into the collection; the encoder's settings go into its metadata."""
+def _representations(value) -> tuple[str, ...]:
+    reps = (value,) if isinstance(value, str) else tuple(value)
+    bad = [r for r in reps if r not in QUERY_COLUMNS]
+    if not reps or bad or len(set(reps)) != len(reps):
+        raise ValueError(f"representation must be one of {list(QUERY_COLUMNS)} or several of them, got {value!r}")
+    return reps
 
-    def __init__(self, index, *, representation: str, mode: str, resume: bool = True, shard_size: int = SHARD_SIZE):
-        if representation not in QUERY_COLUMNS:
-            raise ValueError(f"representation must be one of {list(QUERY_COLUMNS)}, got {representation!r}")
+
+class QdrantIndexer(RecordIndexer):
+    """``(enc >> qindex.indexer()).index(docs)``: writes ``docno`` + ``doc_vec`` (or ``toks``, ``doc_embs``, or
+    several of them) records into the collection; each encoder's settings go into its metadata."""
+
+    def __init__(self, index, *, representation, mode: str, resume: bool = True, shard_size: int = SHARD_SIZE):
+        reps = _representations(representation)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-        self.index_ref, self.VALUE, self.mode = index, representation, mode
-        self.ENCODER_HINT = f"(encoder >> index.indexer(representation={representation!r})).index(docs)"
+        self.index_ref, self.representations, self.VALUE, self.mode = index, reps, reps[0], mode
+        shown = reps[0] if len(reps) == 1 else reps
+        self.ENCODER_HINT = f"(encoder >> index.indexer(representation={shown!r})).index(docs)"
         self._resumable(resume and index.path is not None, shard_size)
 
+    @property
+    def VALUES(self) -> tuple[str, ...]:
+        return self.representations
+
+    def _settings(self, holder: dict, default=None) -> dict:
+        default = default or {}
+        return {rep: record_encoder(holder, rep, default.get(rep)) for rep in self.representations}
+
     def _writer(self) -> _QdrantWriter:
-        return _QdrantWriter(self.index_ref.store, self.VALUE, self.mode)
+        return _QdrantWriter(self.index_ref.store, self.representations, self.mode)
 
     def _add(self, writer: _QdrantWriter, records: list[dict]) -> None:
-        writer.add([r["docno"] for r in records], [r[self.VALUE] for r in records])
+        writer.add([r["docno"] for r in records], {rep: [r[rep] for r in records] for rep in self.representations})
 
     def __repr__(self) -> str:
-        return f"{self.index_ref!r}.indexer(representation={self.VALUE!r}, mode={self.mode!r})"
+        shown = self.VALUE if len(self.representations) == 1 else self.representations
+        return f"{self.index_ref!r}.indexer(representation={shown!r}, mode={self.mode!r})"
 
 
 class QdrantRetriever(pt.Transformer):
     """Exact retrieval (``candidates=False``) or re-scoring of candidates (``candidates=True``) by the engine, for the
-    query column that matches the collection: ``query_vec``, ``query_toks`` or ``query_embs``."""
+    query columns that match the collection's representations (``query_vec``, ``query_toks``, ``query_embs``):
+    ``representation`` picks them, by default every one the frame has; several are fused by the engine."""
 
-    def __init__(self, index, *, num_results: int = 1000, candidates: bool = False, check_encoder: bool = True):
+    def __init__(self, index, *, num_results: int = 1000, candidates: bool = False, check_encoder: bool = True,
+                 representation=None, fusion: str = "rrf", rrf_k: int = 60, depth: int | None = None):
         self.index, self.candidates, self.check_encoder = index, candidates, check_encoder
         self.num_results = check_num_results(num_results)
+        self.representation = None if representation is None else _representations(representation)
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {list(FUSIONS)}, got {fusion!r}")
+        self.fusion, self.rrf_k = fusion, check_num_results(rrf_k, "rrf_k")
+        self.depth = None if depth is None else check_num_results(depth, "depth")
+
+    def _chosen(self, meta: dict, inp: pd.DataFrame, name: str) -> tuple[str, ...]:
+        held = tuple(meta["representations"])
+        if self.representation is not None:
+            missing = [r for r in self.representation if r not in held]
+            if missing:
+                raise ValueError(f"Qdrant collection {self.index.store.collection!r} holds {list(held)}, not "
+                                 f"{missing}")
+            reps = self.representation
+        else:
+            reps = tuple(r for r in held if QUERY_COLUMNS[r] in inp.columns)
+        if not reps:     # none of the collection's query columns: name them (one: as every stage does)
+            wanted = [QUERY_COLUMNS[r] for r in held]
+            require_columns(inp, wanted[:1] if len(wanted) == 1 else wanted, name,
+                            "" if len(wanted) == 1 else "any one of them will do")
+        require_columns(inp, ["qid"] + [QUERY_COLUMNS[r] for r in reps] + (["docno"] if self.candidates else []), name)
+        return reps
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         meta = self.index.store.meta()
-        column = QUERY_COLUMNS[meta["representation"]]
         name = "QdrantIndex.scorer()" if self.candidates else "QdrantIndex.retriever()"
-        require_columns(inp, ["qid", column] + (["docno"] if self.candidates else []), name)
-        settings = encoder_of(inp)
-        if self.check_encoder and settings is not None and meta.get("encoder") is not None:
-            keys = [k for k in meta["encoder"] if k not in NAME_KEYS + DOC_SIDE]
-            diffs = encoder_differences(meta["encoder"], settings, keys=keys)
-            if diffs:
-                raise ValueError(f"Qdrant collection {self.index.store.collection!r} was built with another encoder "
-                                 f"configuration ({'; '.join(diffs)}); pass check_encoder=False to override")
-        keep = [c for c in inp.columns if c not in (column, "docno", "docid", "score", "rank")]
+        reps = self._chosen(meta, inp, name)
+        columns = [QUERY_COLUMNS[r] for r in reps]
+        for rep, column in zip(reps, columns):
+            stored, settings = meta["representations"][rep].get("encoder"), encoder_of(inp, column)
+            if self.check_encoder and settings is not None and stored is not None:
+                keys = [k for k in stored if k not in NAME_KEYS + DOC_SIDE]
+                diffs = encoder_differences(stored, settings, keys=keys)
+                if diffs:
+                    raise ValueError(f"the {rep} of Qdrant collection {self.index.store.collection!r} was built with "
+                                     f"another encoder configuration ({'; '.join(diffs)}); pass check_encoder=False "
+                                     "to override")
+        keep = [c for c in inp.columns if c not in (*QUERY_COLUMNS.values(), "docno", "docid", "score", "rank")]
         rows = []
-        groups = inp.groupby("qid", sort=False)
-        for qid, group in groups:
-            value = group[column].iloc[0]
-            why = _problem(value, meta["representation"], meta.get("dim"))
-            if why and not (meta["representation"] == "toks" and isinstance(value, dict) and not value):
-                raise ValueError(f"qid {qid!r}: its {column} {why}")
+        for qid, group in inp.groupby("qid", sort=False):
+            queries = {}
+            for rep, column in zip(reps, columns):
+                value = group[column].iloc[0]
+                why = _problem(value, rep, meta["representations"][rep]["dim"])
+                if why and not (rep == "toks" and isinstance(value, dict) and not value):
+                    raise ValueError(f"qid {qid!r}: its {column} {why}")
+                queries[rep] = value
             docnos = group["docno"].tolist() if self.candidates else None
             k = len(docnos) if self.candidates else self.num_results
-            scores, found = self.index.store.search(meta, value, k, docnos)
+            scores, found = self.index.store.search(meta, queries, k, docnos, fusion=self.fusion, rrf_k=self.rrf_k,
+                                                    depth=self.depth)
             first = group.iloc[0]
             if self.candidates:
                 by_docno = dict(zip(found, scores))
                 missing = [d for d in docnos if d not in by_docno]
-                if missing and meta["representation"] != "toks":    # (sparse: no shared term, a score of 0)
+                if missing and "toks" not in reps:    # (sparse: a document with no query term scores 0)
                     raise ValueError(f"docno {missing[0]!r} (qid {qid!r}) is not in Qdrant collection "
                                      f"{self.index.store.collection!r}")
                 for _, row in group.iterrows():
@@ -178,5 +232,7 @@ class QdrantRetriever(pt.Transformer):
         return sort_and_rank(pd.DataFrame(rows))
 
     def __repr__(self) -> str:
-        role = "scorer()" if self.candidates else f"retriever(num_results={self.num_results})"
-        return f"{self.index!r}.{role}"
+        role = "scorer(" if self.candidates else f"retriever(num_results={self.num_results}"
+        if self.representation is not None:
+            role += ("" if role.endswith("(") else ", ") + f"representation={self.representation!r}"
+        return f"{self.index!r}.{role})"

@@ -18,13 +18,14 @@ from typing import Iterable, Iterator
 import pandas as pd
 import pyterrier as pt
 
-from .columns import ENCODER_ATTR
+from .columns import ENCODER_ATTR, ENCODERS_ATTR
 from .progress import log
 from .resume import skip_resumed
 
 __all__ = ["encode"]
 
 WINDOW = 50_000   # documents the driver holds at a time
+STAMPS = (ENCODER_ATTR, ENCODERS_ATTR)   # the encoders' settings each record carries
 
 
 def _ray():
@@ -53,7 +54,7 @@ class _EncodeBatch:
         rows = self.stage.transform_iter(docs)
         if self.keep is None:
             return list(rows)
-        return [{k: v for k, v in r.items() if k in self.keep or k == ENCODER_ATTR} for r in rows]
+        return [{k: v for k, v in r.items() if k in self.keep or k in STAMPS} for r in rows]
 
     def chunk(self) -> int:
         """The encoder's length-sorting window (documents it tokenises and sorts together)."""
@@ -120,7 +121,7 @@ def encode(docs, encoder, indexer, *, actors: int = 2, cpus_per_actor: float | N
         raise ValueError(f"Ray is already initialised in this process; not connecting to {address!r}")
     if cpus_per_actor is None:
         cpus_per_actor = max(1.0, float(int(ray.available_resources().get("CPU", os.cpu_count() or 1)) // actors))
-    keep = ("docno", indexer.VALUE, *getattr(indexer, "EXTRA", ())) if hasattr(indexer, "VALUE") else None
+    keep = ("docno", *indexer.VALUES, *indexer.EXTRA) if hasattr(indexer, "VALUES") else None
     actor = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor, max_restarts=-1,
                        max_task_retries=-1)(_EncodeBatch)
     shipped = encoder if _is_factory(encoder) else ray.put(encoder)   # one copy in the object store for all actors

@@ -12,7 +12,7 @@ import pandas as pd
 import pyterrier as pt
 
 from ..indexes.shards import ShardStore
-from .columns import ENCODER_ATTR
+from .columns import record_encoder
 from .progress import expect_total, log, progress_bar
 from .resume import resuming
 
@@ -51,6 +51,15 @@ class RecordIndexer(pt.Indexer):
             raise ValueError(f"shard_size must be an int >= 1 (documents a shard), got {shard_size!r}")
         self.resume, self.shard_size = resume, shard_size
 
+    @property
+    def VALUES(self) -> tuple[str, ...]:
+        """The columns this indexer stores: ``VALUE``, or several where an index holds several representations."""
+        return (self.VALUE,)
+
+    def _settings(self, holder: dict, default=None):
+        """The settings of the encoder behind the stored column, from a record or a frame's ``attrs``."""
+        return record_encoder(holder, self.VALUE, default)
+
     def _writer(self):
         raise NotImplementedError
 
@@ -59,7 +68,7 @@ class RecordIndexer(pt.Indexer):
 
     def _shard_record(self, record: dict) -> dict:
         """What a shard keeps of a record: the docno and the columns the writer reads."""
-        return {k: record[k] for k in ("docno", self.VALUE, *self.EXTRA) if k in record}
+        return {k: record[k] for k in ("docno", *self.VALUES, *self.EXTRA) if k in record}
 
     def _store(self, writer) -> ShardStore:
         """The partial build of this index for these options (and the generation an append extends)."""
@@ -75,7 +84,7 @@ class RecordIndexer(pt.Indexer):
     def index(self, iter):
         settings_from_frame = None
         if isinstance(iter, pd.DataFrame):
-            settings_from_frame = iter.attrs.get(ENCODER_ATTR)
+            settings_from_frame = self._settings(iter.attrs)
             iter = iter.to_dict(orient="records")
         elif isinstance(iter, (str, bytes, dict)):
             raise TypeError(f"index() takes an iterable of records (dicts with docno and {self.VALUE}) or a "
@@ -118,13 +127,14 @@ class RecordIndexer(pt.Indexer):
                 if not isinstance(record, dict):
                     raise TypeError(f"record {i} is a {type(record).__name__}; index() takes dicts with docno and "
                                     f"{self.VALUE} (or a DataFrame)")
-                if "docno" not in record or self.VALUE not in record:
-                    raise ValueError(f"{type(self).__name__} needs 'docno' and {self.VALUE!r} in every record; "
+                if "docno" not in record or any(v not in record for v in self.VALUES):
+                    needs = " and ".join(repr(v) for v in self.VALUES)
+                    raise ValueError(f"{type(self).__name__} needs 'docno' and {needs} in every record; "
                                      f"record {i} has {sorted(record)}. Put an encoder first: {self.ENCODER_HINT}")
                 if point is not None and point.drop(record["docno"]):
                     continue
                 live += 1
-                s = record.get(ENCODER_ATTR, settings_from_frame)
+                s = self._settings(record, settings_from_frame)
                 if not known:
                     writer.set_encoder(s)
                     if store is not None:

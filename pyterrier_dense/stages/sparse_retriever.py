@@ -48,7 +48,7 @@ class SparseRetriever(pt.Transformer):
         require_columns(inp, ["qid", "query_toks"], "SparseRetriever",
                         "Encode queries first: splade.query_encoder() >> index.retriever()")
         snap = self.index.snapshot()
-        check_frame_encoder(self.index, inp, snap, self.check_encoder)
+        check_frame_encoder(self.index, inp, snap, self.check_encoder, "query_toks")
         keep = [c for c in inp.columns if c != "query_toks"]
         if not len(inp):
             return pd.DataFrame(columns=keep + RESULT_COLUMNS)
@@ -99,7 +99,7 @@ class SparseScorer(pt.Transformer):
         require_columns(inp, ["qid", "docno", "query_toks"], "SparseScorer",
                         "Encode queries first: first_stage >> splade.query_encoder() >> index.scorer()")
         snap = self.index.snapshot()
-        check_frame_encoder(self.index, inp, snap, self.check_encoder)
+        check_frame_encoder(self.index, inp, snap, self.check_encoder, "query_toks")
         out = inp.drop(columns=[c for c in ("query_toks", "score", "rank") if c in inp.columns])
         if not len(inp):
             return out.assign(score=pd.Series(dtype=float), rank=pd.Series(dtype=int))

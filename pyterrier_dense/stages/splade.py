@@ -7,7 +7,7 @@ import pyterrier as pt
 
 from ..models.splade_model import SpladeModel, TermWeights
 from .bi_encoder import _loading_bars
-from .columns import ENCODER_ATTR, require_columns, texts_of
+from .columns import require_columns, stamp, stamp_records, texts_of
 from .progress import show_progress
 from .resume import skip_resumed
 from .ranking import sort_and_rank
@@ -114,14 +114,13 @@ class Splade(pt.Transformer):
         toks = self.model.encode(texts_of(frame, self.text_field, ("docno",), "Splade"), role="doc",
                                  report_truncation=False, progress=self._progress())
         settings = self.model.settings()   # travels with each record: indexers record it in their manifest
-        return [{**r, "toks": t, ENCODER_ATTR: settings} for r, t in zip(records, toks)]
+        return stamp_records(records, settings, {"toks": toks})
 
     def _progress(self) -> bool | None:
         return None if show_progress() else False
 
-    def _stamped(self, out: pd.DataFrame) -> pd.DataFrame:
-        out.attrs[ENCODER_ATTR] = self.model.settings()
-        return out
+    def _stamped(self, out: pd.DataFrame, column: str) -> pd.DataFrame:
+        return stamp(out, self.model.settings(), column)
 
     def _query_weights(self, inp: pd.DataFrame, stage: str) -> tuple[list[TermWeights], np.ndarray]:
         """Weights of the distinct queries (in order of first appearance) and each row's index into them; a query
@@ -142,19 +141,19 @@ class Splade(pt.Transformer):
     def _encode_queries(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["query"], "Splade.query_encoder()")
         if not len(inp):
-            return self._stamped(inp.assign(query_toks=pd.Series(dtype=object)))
+            return self._stamped(inp.assign(query_toks=pd.Series(dtype=object)), "query_toks")
         out, codes = self._query_weights(inp, "Splade.query_encoder()")
         toks = [self.model.to_dict(tw) for tw in out]
-        return self._stamped(inp.assign(query_toks=[toks[c] for c in codes]))
+        return self._stamped(inp.assign(query_toks=[toks[c] for c in codes]), "query_toks")
 
     def _encode_docs(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, [self.text_field], "Splade.doc_encoder()")
         inp = skip_resumed(inp, self)   # documents an interrupted build being resumed already holds
         if not len(inp):
-            return self._stamped(inp.assign(toks=pd.Series(dtype=object)))
+            return self._stamped(inp.assign(toks=pd.Series(dtype=object)), "toks")
         toks = self.model.encode(texts_of(inp, self.text_field, ("docno",), "Splade"), role="doc",
                                  progress=self._progress())
-        return self._stamped(inp.assign(toks=toks))
+        return self._stamped(inp.assign(toks=toks), "toks")
 
     def _score(self, inp: pd.DataFrame) -> pd.DataFrame:
         require_columns(inp, ["qid", "query", self.text_field], "Splade.scorer()",
