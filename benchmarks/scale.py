@@ -138,7 +138,7 @@ def ray_encoding(args, work: str) -> dict:
         for actors in (1, 2):
             t = time.perf_counter()
             index = ptd.ray.encode(docs, enc, ptd.DenseIndex(os.path.join(work, f"ray{actors}.dense")).indexer(
-                mode="overwrite"), actors=actors, batch_size=args.chunk_size)
+                mode="overwrite"), actors=actors)   # batches: the encoder's own sorting window, as single-process
             seconds = time.perf_counter() - t
             snap = index.snapshot()
             same_docnos = list(snap.docnos) == list(single.snapshot().docnos)

@@ -75,6 +75,19 @@ def test_two_actors_build_the_single_process_index(local_ray, tiny_encoder, tmp_
     assert not [p for p in os.listdir(tmp_path / "ray.dense") if p.startswith("partial-")]
 
 
+def test_default_batches_follow_the_encoders_sorting_window_and_encode_bit_for_bit(local_ray, tiny_st_model,
+                                                                                   tmp_path):
+    """By default the actors get the batches a single-process build sorts and pads together: the same vectors,
+    bit for bit, in fp32."""
+    enc = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False)
+    enc.model.chunk_size = 50      # PyTerrier hands the encoder 50 documents at a time (enc.batch_size)
+    docs = texts(300)
+    index = ptd.ray.encode(docs, enc, ptd.DenseIndex(tmp_path / "ray.dense").indexer(), actors=2)
+    one = one_process(enc, docs, tmp_path / "one.dense")
+    assert list(index.snapshot().docnos) == list(one.snapshot().docnos)
+    np.testing.assert_array_equal(np.asarray(index.snapshot().vectors), np.asarray(one.snapshot().vectors))
+
+
 def test_truncations_are_reported_once_per_actor(local_ray, tiny_encoder, tmp_path, caplog):
     docs = [{"docno": f"d{i}", "text": " ".join(["gene"] * (100 if i % 3 == 0 else 5))} for i in range(30)]
     with caplog.at_level("WARNING", logger="pyterrier_dense"):

@@ -78,7 +78,8 @@ class QdrantIndex:
         ``query_embs``: those of ``representation``, by default every representation of the collection whose query
         column the frame has. Several are a hybrid search: each one's exact top ``depth`` (default
         ``num_results``) fused in the engine by ``fusion``: ``"rrf"`` (``1 / (rrf_k + rank)`` summed, the same
-        scores as :class:`~pyterrier_dense.RRFusion` of the single runs) or ``"dbsf"`` (distribution-based)."""
+        scores as :class:`~pyterrier_dense.RRFusion` of the single runs; a server from Qdrant 1.16 on) or ``"dbsf"``
+        (distribution-based)."""
         return QdrantRetriever(self, num_results=num_results, representation=representation, fusion=fusion,
                                rrf_k=rrf_k, depth=depth, check_encoder=check_encoder)
 

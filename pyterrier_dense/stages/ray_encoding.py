@@ -83,8 +83,10 @@ def _is_factory(encoder) -> bool:
 def encode(docs, encoder, indexer, *, actors: int = 2, cpus_per_actor: float | None = None,
            gpus_per_actor: float = 0, batch_size: int | None = None, window: int = WINDOW, address: str | None = None):
     """Encode ``docs`` on a pool of Ray actors and write them with ``indexer``; returns what ``indexer.index``
-    returns (the index). The same index as ``(encoder >> indexer).index(docs)``, vectors and docnos identical in
-    fp32, and resumable the same way: a build interrupted (Ctrl-C, a crash, the driver killed) and run again with
+    returns (the index). The same index as ``(encoder >> indexer).index(docs)``: the same docnos, and in fp32 the
+    same vectors bit for bit where the actors' batches are the encoder's whole sorting windows (the default, when a
+    window of documents has enough of them for every actor; else within float rounding, 1e-7). Resumable the same
+    way: a build interrupted (Ctrl-C, a crash, the driver killed) and run again with
     the same documents and indexer options encodes only what comes after its last completed shard::
 
         import pyterrier_dense as ptd
@@ -128,6 +130,8 @@ def encode(docs, encoder, indexer, *, actors: int = 2, cpus_per_actor: float | N
     pool = [actor.remote(shipped, max(1, int(cpus_per_actor)), keep) for _ in range(actors)]
     try:
         chunk = ray.get(pool[0].chunk.remote())
+        if batch_size is None and window > chunk:   # windows of whole sorting windows: batches then cut the stream
+            window -= window % chunk                # where a single-process build does, and encode the same
         batches = _batches(_windows(ray, docs, window), batch_size, chunk, actors)
         records, total = _encoded(ray, batches, pool), _size(ray, docs)
         index = indexer.index(records if total is None else _Sized(records, total))
