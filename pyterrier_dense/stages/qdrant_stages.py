@@ -1,5 +1,6 @@
-"""The stages of a Qdrant collection: indexing ``doc_vec`` / ``toks`` / ``doc_embs`` records, exact retrieval of the
-matching query column, and re-scoring of candidates by the engine."""
+"""The stages of a Qdrant collection: indexing ``doc_vec`` / ``toks`` / ``doc_embs`` records (one representation
+or several per collection), exact retrieval of the matching query columns (several fused by the engine), and
+re-scoring of candidates by the engine."""
 from __future__ import annotations
 
 import math
