@@ -13,8 +13,9 @@ A measurement script, not a test: it prints one JSON object (and writes it with 
 What each figure means
 ----------------------
 - ``uninterrupted_s``: one build, start to publish (``(enc >> index.indexer()).index(corpus)``).
-- ``killed_at_s`` / ``killed_at_fraction``: when the second build's process was killed (SIGKILL, no cleanup), as
-  seconds and as a fraction of ``uninterrupted_s``; ``done_at_kill``: documents in its completed shards.
+- ``killed_at_s`` / ``killed_at_fraction``: when the second build's process was killed (SIGKILL, no cleanup): as
+  soon as its encoder had returned ``--kill-at`` of the corpus (0.5), in seconds from its start and as the share of
+  the corpus it had encoded; ``done_at_kill``: documents in its completed shards.
 - ``rerun_s`` and ``reencoded_fraction``: the re-run's time and the share of the corpus it encoded again;
   ``same_index``: whether the resumed index's files equal the uninterrupted build's byte for byte (``max_abs_diff``
   of the vectors otherwise: a document batched with others than before encodes within float rounding).
@@ -54,8 +55,11 @@ BUILD = textwrap.dedent("""
     seen = []
     encode = enc.model.encode
     def counting(texts, role="doc", **kw):
-        seen.extend(texts) if role == "doc" else None
-        return encode(texts, role=role, **kw)
+        out = encode(texts, role=role, **kw)
+        if role == "doc":
+            seen.extend(texts)
+            print(json.dumps({"encoded_so_far": len(seen)}), flush=True)
+        return out
     enc.model.encode = counting
     t = time.perf_counter()
     (enc >> ptd.DenseIndex(path).indexer(shard_size=int(shard))).index(ptd.Collection(collection).corpus_iter())
@@ -63,8 +67,9 @@ BUILD = textwrap.dedent("""
 """)
 
 
-def build(args, path: str, kill_after: float | None = None) -> dict:
-    """One build in a child process; with ``kill_after``, SIGKILL it after that many seconds."""
+def build(args, path: str, kill_after: int | None = None) -> dict:
+    """One build in a child process; with ``kill_after``, SIGKILL it as soon as it has encoded that many
+    documents (its own count, printed after each encoder call)."""
     cmd = [sys.executable, "-c", BUILD, args.collection, path, str(args.chunk_size), str(args.shard_size),
            args.model or ""]
     t = time.perf_counter()
@@ -72,10 +77,14 @@ def build(args, path: str, kill_after: float | None = None) -> dict:
     if kill_after is None:
         out, _ = child.communicate()
         return json.loads(out.strip().splitlines()[-1])
-    time.sleep(kill_after)
+    encoded = 0
+    for line in child.stdout:
+        encoded = json.loads(line).get("encoded_so_far", encoded)
+        if encoded >= kill_after:
+            break
     child.send_signal(signal.SIGKILL)
     child.wait()
-    return {"seconds": time.perf_counter() - t}
+    return {"seconds": time.perf_counter() - t, "encoded": encoded}
 
 
 def done_in_partial(path: str) -> int:
@@ -105,9 +114,9 @@ def run(args) -> dict:
     total = whole["encoded"]
     out["documents"], out["uninterrupted_s"] = total, round(whole["seconds"], 1)
     path = os.path.join(work, "resumed.dense")
-    killed = build(args, path, kill_after=args.kill_at * whole["seconds"])
+    killed = build(args, path, kill_after=int(np.ceil(args.kill_at * total)))
     out["killed_at_s"] = round(killed["seconds"], 1)
-    out["killed_at_fraction"] = round(killed["seconds"] / whole["seconds"], 3)
+    out["killed_at_fraction"] = round(killed["encoded"] / total, 3)
     out["done_at_kill"] = done_in_partial(path)
     rerun = build(args, path)
     out["rerun_s"] = round(rerun["seconds"], 1)
@@ -179,7 +188,7 @@ def main() -> None:
     p.add_argument("--model", default=None, help="a bi-encoder (default: the local all-MiniLM-L6-v2)")
     p.add_argument("--chunk-size", type=int, default=256, help="documents PyTerrier hands the encoder at once")
     p.add_argument("--shard-size", type=int, default=256, help="documents a shard of the resumable build")
-    p.add_argument("--kill-at", type=float, default=0.5, help="kill the second build at this fraction of the first's time")
+    p.add_argument("--kill-at", type=float, default=0.5, help="kill the second build once it has encoded this share of the corpus")
     p.add_argument("--split", default="test")
     p.add_argument("--ray-docs", type=int, default=None, help="documents the Ray comparison encodes (default: all)")
     p.add_argument("--precision", default="auto", help="the encoder's precision in the Ray comparison")

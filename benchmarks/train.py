@@ -85,15 +85,18 @@ def run(args) -> dict:
             out["biencoder_distilled"] = trained("distilled", enc, (time.perf_counter() - t) / 60,
                                                  negatives=args.negatives, teacher_temperature=args.teacher_temperature)
         if "crossencoder_rerank" in only:
-            ce = ptd.CrossEncoder(model, new_head=True, precision="fp32", verbose=args.progress)
+            ce = ptd.CrossEncoder(model, new_head=True, precision="fp32", max_length=args.ce_max_length,
+                                  verbose=args.progress)
             t = time.perf_counter()
             ce.fit(train_topics, train_qrels, negatives=bm25 % 50, n_negatives=args.ce_negatives,
-                   skip_top=args.skip_top, out=os.path.join(work, "ce"), **{**common, "batch_size": 8})
+                   skip_top=args.skip_top, out=os.path.join(work, "ce"),
+                   **{**common, "batch_size": 8, "epochs": args.ce_epochs or args.epochs})
             minutes = (time.perf_counter() - t) / 60
             first = bm25 % args.rerank_depth
             out["bm25"] = evaluate(first(topics), qrels)
             out["crossencoder_rerank"] = {**evaluate((first >> coll.text_loader() >> ce)(topics), qrels),
                                           "train_minutes": round(minutes, 1), "depth": args.rerank_depth,
+                                          "max_length": ce.model.max_length, "negatives": args.ce_negatives,
                                           "history": ce.last_fit["epochs"]}
     return out
 
@@ -116,6 +119,8 @@ def main(argv=None) -> None:
     p.add_argument("--only", help=f"comma-separated runs out of {','.join(RUNS)} (default: all)")
     p.add_argument("--teacher-temperature", type=float, default=0.1)
     p.add_argument("--ce-negatives", type=int, default=7)
+    p.add_argument("--ce-epochs", type=int, help="the cross-encoder's epochs (default: --epochs)")
+    p.add_argument("--ce-max-length", type=int, help="the cross-encoder's pair length (default: the checkpoint's)")
     p.add_argument("--rerank-depth", type=int, default=100)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json")

@@ -8,6 +8,7 @@ import pytest
 
 import pyterrier_dense as ptd
 from pyterrier_dense.indexes.maxsim import maxsim
+from pyterrier_dense.stages.query_pruning import coverage_choice, stand_in_weights
 
 TEXTS = ["the magnetic field of an electron", "protein expression in cancer cells", "quantum theory of light",
          "temperature and pressure of a gas", "gene study results", "energy of a wave , measured",
@@ -89,7 +90,7 @@ def test_pruning_keeps_the_tokens_of_highest_icf(colbert, index):
     tok = colbert.model.tokenizer
     for word, n in {"electron": 1000, "field": 3, "cancer": 500, "protein": 2, "gene": 50}.items():
         counts[tok.convert_tokens_to_ids(word)] = n
-    pruned = colbert.query_encoder(prune_to=1, frequencies=(counts, 10_000))(QUERIES)
+    pruned = colbert.query_encoder(prune_to=1, frequencies=(counts, 10_000), prune_by="icf")(QUERIES)
     marker = colbert.model.token_strings([colbert.model.tokenizer.convert_tokens_to_ids(colbert.model.query_marker)]) \
         if colbert.model.query_marker else []
     assert [t for t in pruned.query_toks[:2]] == [["[CLS]", *marker, "field", "[SEP]"],
@@ -104,6 +105,34 @@ def test_pruning_keeps_the_tokens_of_highest_icf(colbert, index):
         colbert.query_encoder(prune_to=2, frequencies=index)(pd.DataFrame({"qid": ["q9"], "query": ["!!"]}))
     with pytest.raises(ValueError, match="frequencies"):
         colbert.query_encoder(prune_to=2)
+    with pytest.raises(ValueError, match="prune_by must be one of"):
+        colbert.query_encoder(prune_to=2, frequencies=index, prune_by="idf")
+
+
+def test_coverage_pruning_keeps_stand_ins_scaled_by_what_they_stand_for(colbert):
+    """The default keeps the tokens chosen by query_pruning.coverage_choice, each scaled by 1 + the dropped tokens
+    whose nearest kept vector it is; with room for every token, nothing changes."""
+    query = pd.DataFrame({"qid": ["q1"], "query": ["quantum field theory of the electron gene"]})
+    counts = np.zeros(colbert.model.vocab_size, np.int64)
+    full = colbert.query_encoder()(query)
+    toks, embs = full.query_toks[0], full.query_embs[0]
+    masks = [i for i, t in enumerate(toks) if t == "[MASK]"]     # query augmentation: neither kept nor stood in for
+    structural = [i for i, t in enumerate(toks) if t.startswith("[") and i not in masks]
+    content = [i for i in range(len(toks)) if i not in structural + masks]
+    ids = colbert.model.tokenizer.convert_tokens_to_ids([toks[i] for i in content])
+    chosen = sorted(np.array(content)[coverage_choice(embs[content], np.array(ids), counts, 10_000, 2)])
+    pruned = colbert.query_encoder(prune_to=2, frequencies=(counts, 10_000))(query)
+    assert pruned.query_toks[0] == [toks[i] for i in sorted(structural + chosen)]
+    kept = embs[sorted(structural + chosen)]
+    dropped = embs[[i for i in content if i not in chosen]]
+    nearest = np.argmax(dropped @ kept.T, axis=1)
+    weights = 1 + np.bincount(nearest, minlength=len(kept))
+    np.testing.assert_allclose(pruned.query_embs[0], kept * weights[:, None], rtol=1e-6)
+    assert weights.sum() == len(toks) - len(masks)      # every other token is kept or stood in for once
+    everything = colbert.query_encoder(prune_to=len(content), frequencies=(counts, 10_000))(query)
+    unmasked = [i for i in range(len(toks)) if i not in masks]
+    assert everything.query_toks[0] == [toks[i] for i in unmasked]
+    assert np.array_equal(everything.query_embs[0], embs[unmasked])
 
 
 def test_pruning_takes_one_piece_of_each_word_first(colbert):
@@ -117,7 +146,7 @@ def test_pruning_takes_one_piece_of_each_word_first(colbert):
     assert [t for t in full if t in ("x", "##q", "##z")] == ["x", "##q", "##z"]
 
     def kept(k):
-        toks = colbert.query_encoder(prune_to=k, frequencies=(counts, 10_000))(query).query_toks[0]
+        toks = colbert.query_encoder(prune_to=k, frequencies=(counts, 10_000), prune_by="icf")(query).query_toks[0]
         return [t for t in toks if t in ("x", "##q", "##z", "field", "gene")]
     assert kept(2) == ["##q", "field"]            # the word's rarest piece (##q before ##z: first of equals)
     assert kept(3) == ["##q", "field", "gene"]
@@ -144,3 +173,22 @@ def test_long_documents_truncation_is_reported_once_at_the_end_of_indexing(colbe
         (colbert >> ptd.ColBERTIndex(tmp_path / "t.colbert").indexer(ncentroids=2)).index(docs)
     notes = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
     assert len(notes) == 1 and notes[0].startswith("3 of 6 documents")
+
+
+def test_coverage_choice_and_stand_in_weights_by_hand():
+    """Unit vectors at 0, 10, 20 and 85 degrees. Gains of a first pick, sum over t of cos(t, j) + 1 (nothing
+    covered counts -1): 7.012, 7.229, 7.348, 5.769, so 20 degrees; then 85 degrees adds 1 - cos 65 = 0.577 where
+    0 or 10 degrees add 0.06. Weighted by ICF, a rare token at 0 degrees pulls the first pick to 10 degrees."""
+    angles = np.radians([0, 10, 20, 85])
+    embs = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    ids = np.array([1, 2, 3, 4])
+    common = np.full(5, 10)                                     # every token as common: plain coverage
+    assert coverage_choice(embs, ids, common, 1000, 2).tolist() == [2, 3]
+    assert coverage_choice(embs, ids, common, 1000, 4).tolist() == [0, 1, 2, 3]
+    counts = np.full(5, 10**6)                                  # icf log(10): 2.30 each ...
+    assert coverage_choice(embs, ids, counts, 10**7, 1).tolist() == [2]
+    counts[1] = 0                                               # ... but 16.1 for token id 1 (at 0 degrees)
+    assert coverage_choice(embs, ids, counts, 10**7, 1).tolist() == [1]
+    # kept 20 and 85 degrees: 0 and 10 degrees are nearest to 20
+    assert stand_in_weights(embs[[2, 3]], embs[[0, 1]]).tolist() == [3.0, 1.0]
+    assert stand_in_weights(embs[[2, 3]], embs[:0]).tolist() == [1.0, 1.0]

@@ -7,7 +7,7 @@ bad parameters before any work starts.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import faiss
 

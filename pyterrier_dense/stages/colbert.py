@@ -10,6 +10,7 @@ from ..models.colbert_model import ColBERTModel
 from .bi_encoder import _loading_bars
 from .columns import require_columns, stamp, stamp_records, texts_of
 from .progress import show_progress
+from .query_pruning import PRUNE_BY, coverage_choice, icf_choice, stand_in_weights
 from .resume import skip_resumed
 from .ranking import sort_and_rank
 
@@ -47,7 +48,7 @@ class ColBERT(pt.Transformer):
         else:
             raise TypeError(f"model must be a model name, a local path or a ColBERTModel, got {type(model).__name__}")
         self.text_field, self.role = text_field, "auto"
-        self.prune_to, self.frequencies = None, None
+        self.prune_to, self.frequencies, self.prune_by = None, None, "coverage"
 
     @property
     def batch_size(self) -> int:
@@ -56,17 +57,27 @@ class ColBERT(pt.Transformer):
         return min(PIPELINE_DOCS, getattr(self.model, "chunk_size", PIPELINE_DOCS))
 
     # ---- roles -------------------------------------------------------------------------------------------------
-    def query_encoder(self, *, prune_to: int | None = None, frequencies=None) -> "ColBERT":
-        """Adds ``query_embs`` and ``query_toks``. ``prune_to=k`` keeps the k query tokens of highest inverse
-        collection frequency (Tonellotto & Macdonald, 2021) from ``frequencies`` (a :class:`ColBERTIndex`, or
-        ``(counts, total)``), plus [CLS], [SEP] and the marker; [MASK] expansions and punctuation are dropped."""
+    def query_encoder(self, *, prune_to: int | None = None, frequencies=None,
+                      prune_by: str = "coverage") -> "ColBERT":
+        """Adds ``query_embs`` and ``query_toks``. ``prune_to=k`` keeps k of a query's content tokens, plus [CLS],
+        [SEP] and the marker ([MASK] expansions and punctuation are dropped), using the inverse collection
+        frequencies (ICF) of ``frequencies`` (a :class:`ColBERTIndex`, or ``(counts, total)``).
+        ``prune_by="coverage"`` (the default) keeps the k tokens whose vectors best stand in for the others
+        (ICF-weighted) and scales each kept vector by the number of tokens it stands for; ``prune_by="icf"`` keeps
+        the k of highest ICF (Tonellotto & Macdonald, 2021), unweighted. Details in
+        :mod:`pyterrier_dense.stages.query_pruning`::
+
+            pruned = colbert.query_encoder(prune_to=8, frequencies=index) >> index.retriever(num_results=100)
+        """
         stage = self._as("query")
         if prune_to is not None:
             if isinstance(prune_to, bool) or not isinstance(prune_to, int) or prune_to < 1:
                 raise ValueError(f"prune_to must be an int >= 1 (query tokens kept), got {prune_to!r}")
             if frequencies is None:
                 raise ValueError("prune_to needs collection frequencies: pass frequencies=<the ColBERTIndex>")
-        stage.prune_to, stage.frequencies = prune_to, frequencies
+        if prune_by not in PRUNE_BY:
+            raise ValueError(f"prune_by must be one of {PRUNE_BY}, got {prune_by!r}")
+        stage.prune_to, stage.frequencies, stage.prune_by = prune_to, frequencies, prune_by
         return stage
 
     def doc_encoder(self) -> "ColBERT":
@@ -79,7 +90,7 @@ class ColBERT(pt.Transformer):
 
     def _as(self, role: str) -> "ColBERT":
         stage = object.__new__(type(self))
-        stage.__dict__.update(self.__dict__, role=role, prune_to=None, frequencies=None)
+        stage.__dict__.update(self.__dict__, role=role, prune_to=None, frequencies=None, prune_by="coverage")
         return stage
 
     def _mode(self, columns) -> str:
@@ -127,13 +138,10 @@ class ColBERT(pt.Transformer):
         return out
 
     def _prune(self, tv, qid):
-        """Keep ``prune_to`` content tokens, plus the structural tokens ([CLS], [SEP], markers: on SciFact
-        zero-shot, keeping them gives 0.683 nDCG@10 at 8 tokens against 0.665 without). Content tokens are taken
-        by inverse collection frequency (ICF), one token per word first (its rarest piece) and a word's other
-        pieces only after every word has one: the pieces of one rare word are all rare and, in context, nearly the
-        same vector (SciFact zero-shot at 8 tokens: 0.688 against 0.683 for plain ICF, and better at 4, 6 and 12
-        tokens too). [MASK] expansions and skiplist tokens (punctuation), whose collection frequency of 0 would
-        rank them first, go."""
+        """Keep ``prune_to`` content tokens (see :mod:`.query_pruning`) plus the structural tokens ([CLS], [SEP],
+        markers: on SciFact zero-shot, keeping them gives 0.683 nDCG@10 at 8 ICF tokens against 0.665 without).
+        [MASK] expansions and skiplist tokens (punctuation), whose collection frequency of 0 would rank them
+        first, are neither kept nor stood in for."""
         counts, total = _frequencies(self.frequencies)
         structural, dropped = self._structural_ids()
         is_structural = np.isin(tv.ids, structural)
@@ -141,16 +149,16 @@ class ColBERT(pt.Transformer):
         if not len(content):
             raise ValueError(f"ColBERT.query_encoder(prune_to={self.prune_to}): the query of qid={qid!r} has no "
                              "token left to keep (only special tokens, punctuation or padding)")
-        ids = tv.ids[content]
-        cf = np.where(ids < len(counts), counts[np.minimum(ids, len(counts) - 1)], 0)
-        by_icf = np.argsort(cf, kind="stable")                   # rarest first (ICF descending)
-        words = np.cumsum(self.model.word_starts(tv.ids))[content][by_icf]
-        _, first_piece = np.unique(words, return_index=True)     # each word's rarest piece
-        repeat = np.ones(len(words), bool)
-        repeat[first_piece] = False
-        best = content[by_icf[np.argsort(repeat, kind="stable")[:self.prune_to]]]
+        if self.prune_by == "icf":
+            words = np.cumsum(self.model.word_starts(tv.ids))[content]
+            best = content[icf_choice(tv.ids[content], words, counts, self.prune_to)]
+        else:
+            best = content[coverage_choice(tv.embs[content], tv.ids[content], counts, total, self.prune_to)]
         keep = np.sort(np.concatenate([np.flatnonzero(is_structural), best]))
-        return type(tv)(tv.embs[keep], tv.ids[keep])
+        embs = tv.embs[keep]
+        if self.prune_by == "coverage":
+            embs = embs * stand_in_weights(embs, tv.embs[np.setdiff1d(content, best)])[:, None]
+        return type(tv)(embs, tv.ids[keep])
 
     def _structural_ids(self) -> tuple[np.ndarray, np.ndarray]:
         """Ids pruning always keeps (special tokens and markers but [MASK]) and ids it never keeps ([MASK]
@@ -216,8 +224,8 @@ class ColBERT(pt.Transformer):
 
     def __eq__(self, other) -> bool:
         return isinstance(other, ColBERT) and other.model is self.model and \
-            (other.role, other.text_field, other.prune_to, id(other.frequencies)) == \
-            (self.role, self.text_field, self.prune_to, id(self.frequencies))
+            (other.role, other.text_field, other.prune_to, id(other.frequencies), other.prune_by) == \
+            (self.role, self.text_field, self.prune_to, id(self.frequencies), self.prune_by)
 
     def __hash__(self) -> int:
         return hash((id(self.model), self.role, self.text_field, self.prune_to))
@@ -225,7 +233,7 @@ class ColBERT(pt.Transformer):
     def __repr__(self) -> str:
         suffix = f".{_ROLE_METHODS[self.role]}()" if self.role in _ROLE_METHODS else ""
         if self.prune_to is not None:
-            suffix = f".query_encoder(prune_to={self.prune_to})"
+            suffix = f".query_encoder(prune_to={self.prune_to}, prune_by={self.prune_by!r})"
         return f"ColBERT({self.model.model_id!r}){suffix}"
 
 
