@@ -13,6 +13,7 @@ import pyterrier as pt
 import pytest
 
 import pyterrier_dense as ptd
+import pyterrier_dense.indexes.late_search
 from pyterrier_dense.indexes.token_store import TokenIndexWriter
 
 DIM = 16
@@ -98,6 +99,23 @@ def test_plaid_probing_every_cell_equals_exhaustive(tmp_path, docs, storage, sha
     exact = index.exhaustive_retriever(num_results=20)(qs)
     e2e = index.retriever(num_results=20, cells=8, candidates=1000)(qs)
     pd.testing.assert_frame_equal(exact.reset_index(drop=True), e2e.reset_index(drop=True), atol=1e-5)
+
+
+@pytest.mark.parametrize("storage,default", [("float16", 320), ("residual", 256)])
+def test_plaid_candidates_default_by_storage(tmp_path, docs, storage, default, monkeypatch):
+    """Residual storage's centroid interaction is closer to its own MaxSim: it scores fewer documents exactly."""
+    index = ptd.ColBERTIndex(tmp_path / "x.colbert")
+    index.indexer(ncentroids=8, storage=storage).index(docs)
+    seen = []
+    search = pyterrier_dense.indexes.late_search.plaid_search
+    monkeypatch.setattr("pyterrier_dense.stages.colbert_retriever.plaid_search",
+                        lambda *a, **kw: seen.append(kw["candidates"]) or search(*a, **kw))
+    qs = queries(3)
+    pd.testing.assert_frame_equal(index.retriever(num_results=5)(qs), index.retriever(num_results=5,
+                                                                                    candidates=default)(qs))
+    assert seen == [default, default]
+    with pytest.raises(ValueError, match="candidates"):
+        index.retriever(candidates=0)
 
 
 @pytest.mark.parametrize("shared_docs,scan_tokens", [SHARED, PER_QUERY])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from ..indexes.late_search import exhaustive_search, plaid_search, score_docs
+from ..indexes.late_search import DEFAULT_CANDIDATES, exhaustive_search, plaid_search, score_docs
 from .columns import check_frame_encoder, check_num_results, matrices_of, query_groups, require_columns, stored_rows
 from .dense_retriever import RESULT_COLUMNS, results_frame, unique_queries
 from .ranking import sort_and_rank
@@ -24,6 +24,7 @@ class ColBERTRetriever(pt.Transformer):
         self.index, self.num_results = index, check_num_results(num_results)
         if cells is not None:
             check_num_results(cells, "cells")
+        if candidates is not None:
             check_num_results(candidates, "candidates")
         self.cells, self.candidates, self.check_encoder = cells, candidates, check_encoder
 
@@ -31,7 +32,8 @@ class ColBERTRetriever(pt.Transformer):
         """``(scores, rows)`` of each query, best first."""
         if self.cells is None:
             return exhaustive_search(snap, queries, self.num_results)
-        return plaid_search(snap, queries, self.num_results, cells=self.cells, candidates=self.candidates)
+        candidates = self.candidates or DEFAULT_CANDIDATES[snap.storage]
+        return plaid_search(snap, queries, self.num_results, cells=self.cells, candidates=candidates)
 
     def transform_inputs(self):
         return [["qid", "query_embs"]]
