@@ -90,13 +90,15 @@ def run(args) -> dict:
             t = time.perf_counter()
             ce.fit(train_topics, train_qrels, negatives=bm25 % 50, n_negatives=args.ce_negatives,
                    skip_top=args.skip_top, out=os.path.join(work, "ce"),
-                   **{**common, "batch_size": 8, "epochs": args.ce_epochs or args.epochs})
+                   **{**common, "batch_size": args.ce_batch_size, "lr": args.ce_lr or args.lr,
+                      "epochs": args.ce_epochs or args.epochs})
             minutes = (time.perf_counter() - t) / 60
             first = bm25 % args.rerank_depth
             out["bm25"] = evaluate(first(topics), qrels)
             out["crossencoder_rerank"] = {**evaluate((first >> coll.text_loader() >> ce)(topics), qrels),
                                           "train_minutes": round(minutes, 1), "depth": args.rerank_depth,
                                           "max_length": ce.model.max_length, "negatives": args.ce_negatives,
+                                          "lr": args.ce_lr or args.lr, "batch_size": args.ce_batch_size,
                                           "history": ce.last_fit["epochs"]}
     return out
 
@@ -120,6 +122,9 @@ def main(argv=None) -> None:
     p.add_argument("--teacher-temperature", type=float, default=0.1)
     p.add_argument("--ce-negatives", type=int, default=7)
     p.add_argument("--ce-epochs", type=int, help="the cross-encoder's epochs (default: --epochs)")
+    p.add_argument("--ce-lr", type=float, help="the cross-encoder's learning rate (default: --lr)")
+    p.add_argument("--ce-batch-size", type=int, default=8, help="queries a cross-encoder batch (each with its "
+                   "positive and --ce-negatives negatives)")
     p.add_argument("--ce-max-length", type=int, help="the cross-encoder's pair length (default: the checkpoint's)")
     p.add_argument("--rerank-depth", type=int, default=100)
     p.add_argument("--progress", action="store_true")
