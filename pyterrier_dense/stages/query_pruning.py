@@ -46,7 +46,7 @@ def coverage_choice(embs: np.ndarray, ids: np.ndarray, counts: np.ndarray, total
     token no kept vector covers yet counting -1 (the least a cosine can be)."""
     if len(ids) <= k:
         return np.arange(len(ids))
-    icf = np.log((total + 1.0) / (_collection_counts(ids, counts) + 1.0))
+    icf = np.maximum(np.log((total + 1.0) / (_collection_counts(ids, counts) + 1.0)), 0.0)
     sims = embs @ embs.T
     best = np.full(len(ids), min(-1.0, float(sims.min())))   # unit vectors: nothing covered scores -1
     chosen = []
