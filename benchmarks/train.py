@@ -14,7 +14,11 @@ root::
   min-max fusion of BM25 and the zero-shot dense retriever (its own figure reported as ``teacher``), its top 100
   the pool of negatives;
 - ``crossencoder_rerank``: a cross-encoder trained from MiniLM's weights (new head, LCE over BM25 negatives)
-  re-ranking BM25's top ``--rerank-depth``.
+  re-ranking BM25's top ``--rerank-depth``;
+- ``crossencoder_distilled``: the same cross-encoder distilled (listwise KL + LCE) from zero-shot MaxSim re-ranking
+  BM25's top 100 (``bm25 % 100 >> colbert.query_encoder() >> index.scorer()``, the token index of
+  ``--colbert-index`` or one built in the work directory; its own figure reported as ``colbert_teacher``), whose
+  ranking is also the pool of negatives.
 
 Figures: nDCG@10, R@100, train_minutes, and the CPU kind.
 """
@@ -84,26 +88,39 @@ def run(args) -> dict:
                     out=os.path.join(work, "distilled"), **common)
             out["biencoder_distilled"] = trained("distilled", enc, (time.perf_counter() - t) / 60,
                                                  negatives=args.negatives, teacher_temperature=args.teacher_temperature)
-        if "crossencoder_rerank" in only:
+        first = bm25 % args.rerank_depth
+        ce_common = {**common, "batch_size": args.ce_batch_size, "lr": args.ce_lr or args.lr,
+                     "epochs": args.ce_epochs or args.epochs}
+
+        def cross_encoder(name, **fit_args):
             ce = ptd.CrossEncoder(model, new_head=True, precision="fp32", max_length=args.ce_max_length,
                                   verbose=args.progress)
             t = time.perf_counter()
-            ce.fit(train_topics, train_qrels, negatives=bm25 % 50, n_negatives=args.ce_negatives,
-                   skip_top=args.skip_top, out=os.path.join(work, "ce"),
-                   **{**common, "batch_size": args.ce_batch_size, "lr": args.ce_lr or args.lr,
-                      "epochs": args.ce_epochs or args.epochs})
+            ce.fit(train_topics, train_qrels, n_negatives=args.ce_negatives, skip_top=args.skip_top,
+                   out=os.path.join(work, name), **ce_common, **fit_args)
             minutes = (time.perf_counter() - t) / 60
-            first = bm25 % args.rerank_depth
-            out["bm25"] = evaluate(first(topics), qrels)
-            out["crossencoder_rerank"] = {**evaluate((first >> coll.text_loader() >> ce)(topics), qrels),
-                                          "train_minutes": round(minutes, 1), "depth": args.rerank_depth,
-                                          "max_length": ce.model.max_length, "negatives": args.ce_negatives,
-                                          "lr": args.ce_lr or args.lr, "batch_size": args.ce_batch_size,
-                                          "history": ce.last_fit["epochs"]}
+            out.setdefault("bm25", evaluate(first(topics), qrels))
+            return {**evaluate((first >> coll.text_loader() >> ce)(topics), qrels),
+                    "train_minutes": round(minutes, 1), "depth": args.rerank_depth, "max_length": ce.model.max_length,
+                    "negatives": args.ce_negatives, "lr": ce_common["lr"], "batch_size": args.ce_batch_size,
+                    "history": ce.last_fit["epochs"], "skipped": ce.last_fit["skipped"]}
+        if "crossencoder_rerank" in only:
+            out["crossencoder_rerank"] = cross_encoder("ce", negatives=bm25 % 50)
+        if "crossencoder_distilled" in only:
+            colbert = ptd.ColBERT(model, verbose=False)
+            index = ptd.ColBERTIndex(args.colbert_index or os.path.join(work, "teacher.colbert"))
+            if not index.exists():
+                (colbert >> index.indexer()).index(coll.corpus_iter())
+            teacher = bm25 % 100 >> colbert.query_encoder() >> index.scorer()
+            out["colbert_teacher"] = evaluate(teacher(topics), qrels)
+            out["crossencoder_distilled"] = {
+                **cross_encoder("ce_distilled", teacher=teacher, teacher_cache=os.path.join(work, "ce_teacher"),
+                                teacher_temperature=args.ce_teacher_temperature),
+                "teacher_temperature": args.ce_teacher_temperature}
     return out
 
 
-RUNS = ("zero_shot", "biencoder", "biencoder_distilled", "crossencoder_rerank")
+RUNS = ("zero_shot", "biencoder", "biencoder_distilled", "crossencoder_rerank", "crossencoder_distilled")
 
 
 def main(argv=None) -> None:
@@ -127,6 +144,10 @@ def main(argv=None) -> None:
                    "positive and --ce-negatives negatives)")
     p.add_argument("--ce-max-length", type=int, help="the cross-encoder's pair length (default: the checkpoint's)")
     p.add_argument("--rerank-depth", type=int, default=100)
+    p.add_argument("--ce-teacher-temperature", type=float, default=1.0,
+                   help="the MaxSim teacher's temperature (its scores are sums of cosines, one per query token)")
+    p.add_argument("--colbert-index", help="the zero-shot model's ColBERTIndex for the cross-encoder's teacher "
+                   "(default: built in the work directory)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json")
     args = p.parse_args(argv)
