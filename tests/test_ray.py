@@ -3,6 +3,7 @@ an interrupted build encoding only the rest, survives an actor killed mid-shard 
 reports the encoder's own errors."""
 import os
 import sys
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -122,7 +123,12 @@ def test_an_actor_killed_mid_shard_is_restarted_and_nothing_is_duplicated(local_
     index = ptd.ray.encode(docs, stage, ptd.DenseIndex(tmp_path / "ray.dense").indexer(shard_size=50), actors=2,
                            batch_size=20)
     assert os.path.exists(log + ".died")                  # an actor did die, holding d60-d79
-    assert sorted(encoded(log), key=lambda d: int(d[1:])) == [d["docno"] for d in docs]   # its batch ran once more
+    counts = Counter(encoded(log))
+    assert set(counts) == {d["docno"] for d in docs}      # its batch ran once more, on the restarted actor
+    # Ray runs an actor's task again when the actor dies before the reply reaches the driver (a loaded machine
+    # widens that window): at most the batches the dead actor held, never a document twice in the index
+    again = [d for d, c in counts.items() if c > 1]
+    assert max(counts.values()) <= 2 and len(again) <= 40
     assert index.snapshot().count == 200
     same_index(index, one_process(tiny_encoder, docs, tmp_path / "one.dense"))
 
