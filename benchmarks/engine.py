@@ -30,7 +30,9 @@ What each figure means
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -88,7 +90,6 @@ def milvus_lite(records: list[dict], q, runs: dict, work: str) -> dict:
     """The other engine the issue names, measured on the same vectors: Milvus Lite (pymilvus' embedded mode), a
     dense and a sparse field searched exactly (FLAT, SPARSE_INVERTED_INDEX, inner product), against our exact runs,
     and whether it takes a multi-vector MaxSim field (ColBERT's ``doc_embs``)."""
-    import importlib.util
     try:
         from pymilvus import DataType, MilvusClient
     except ImportError:
@@ -114,9 +115,12 @@ def milvus_lite(records: list[dict], q, runs: dict, work: str) -> dict:
             index.add_index("embs[emb]", index_type="EMB_LIST_HNSW", metric_type="MAX_SIM_IP")
         return {"schema": s, "index_params": index}
     out = {"mode": "Milvus Lite (pymilvus embedded, a local file)"}
-    import logging
+    for name in ("multivector", "bench"):
+        if client.has_collection(name):
+            client.drop_collection(name)
     quiet_client = logging.getLogger("pymilvus")
-    level, quiet_client.level = quiet_client.level, logging.CRITICAL   # the probe's refusal is logged with a trace
+    level = quiet_client.level
+    quiet_client.setLevel(logging.CRITICAL)   # the probe's refusal is logged with a trace
     try:
         client.create_collection("multivector", **schema(True))
         out["multivector_maxsim"] = "accepted"
@@ -131,8 +135,6 @@ def milvus_lite(records: list[dict], q, runs: dict, work: str) -> dict:
             client.insert("bench", [{"id": start + i, "dense": np.asarray(r["doc_vec"], np.float32).tolist(),
                                      "sparse": {vocab[t]: float(w) for t, w in r["toks"].items()}}
                                     for i, r in enumerate(records[start:start + 1000])])
-    if client.has_collection("bench"):
-        client.drop_collection("bench")
     _, out["build_s"] = timed(load)
     docnos = [r["docno"] for r in records]
 
