@@ -99,7 +99,8 @@ def run(args) -> dict:
             ce.fit(train_topics, train_qrels, n_negatives=args.ce_negatives, skip_top=args.skip_top,
                    out=os.path.join(work, name), **ce_common, **fit_args)
             minutes = (time.perf_counter() - t) / 60
-            out.setdefault("bm25", evaluate(first(topics), qrels))
+            if "bm25" not in out:   # (setdefault would run BM25 again for the second cross-encoder)
+                out["bm25"] = evaluate(first(topics), qrels)
             return {**evaluate((first >> coll.text_loader() >> ce)(topics), qrels),
                     "train_minutes": round(minutes, 1), "depth": args.rerank_depth, "max_length": ce.model.max_length,
                     "negatives": args.ce_negatives, "lr": ce_common["lr"], "batch_size": args.ce_batch_size,
