@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -13,6 +14,8 @@ import pandas as pd
 from .stages.progress import announce_total
 
 __all__ = ["Collection", "CorpusIter"]
+
+log = logging.getLogger("pyterrier_dense")
 
 
 def _join(title, text) -> str:
@@ -55,8 +58,9 @@ class Collection:
     - ``irds:<id>`` through ``pt.get_dataset`` (needs internet the first time).
 
     Titles are joined to texts (``"title text"``) for indexing and text lookup, in ``corpus_iter()`` and
-    ``texts()`` alike. ``num_docs()`` gives the corpus size (counted once). A malformed line of a corpus, queries or
-    qrels file is a ValueError naming the file, the line number and the missing field.
+    ``texts()`` alike; ``corpus_iter()`` leaves out documents with no text, with a warning. ``num_docs()`` gives the
+    corpus size (counted once). A malformed line of a corpus, queries or qrels file is a ValueError naming the
+    file, the line number and the missing field.
 
     Example::
 
@@ -153,8 +157,24 @@ class Collection:
     # ---- public --------------------------------------------------------------------------------------------
     def corpus_iter(self) -> CorpusIter:
         """``{"docno", "text"}`` per document (title joined to text), as a :class:`CorpusIter`: an iterator with a
-        ``len()``, whose size reaches the indexing progress bar even through ``enc >> index.indexer()``."""
-        return CorpusIter(self._docs(), self.num_docs)
+        ``len()``, whose size reaches the indexing progress bar even through ``enc >> index.indexer()``.
+
+        A document with neither title nor text (Cranfield has one) is left out, and a warning at the end of the pass
+        gives their number and docnos: no encoder can represent an empty text (each refuses one, naming it), and no
+        query term can match it. ``texts()`` still returns ``""`` for it."""
+        return CorpusIter(self._non_empty(), self.num_docs)
+
+    def _non_empty(self) -> Iterator[dict]:
+        empty = []
+        for doc in self._docs():
+            if doc["text"]:
+                yield doc
+            else:
+                empty.append(doc["docno"])
+        if empty:
+            shown = ", ".join(repr(d) for d in empty[:5]) + (", ..." if len(empty) > 5 else "")
+            log.warning("%s: %d document%s with no text left out of corpus_iter(): docno %s", self.name, len(empty),
+                        "s" if len(empty) > 1 else "", shown)
 
     def _docs(self) -> Iterator[dict]:
         if self._irds is not None:

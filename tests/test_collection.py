@@ -194,3 +194,21 @@ def test_malformed_beir_qrels_line(tmp_path, line):
         f.write(line + "\n")
     with pytest.raises(ValueError, match=r"beir/qrels/test.tsv line 3 .*query-id, corpus-id, score"):
         ptd.Collection(beir).qrels()
+
+
+def test_documents_with_no_text_are_left_out_of_corpus_iter_with_a_warning(tmp_path, caplog):
+    docs = [GOOD_DOC, json.dumps({"docno": "b", "title": " ", "text": ""}), json.dumps({"docno": "c", "title": "T"}),
+            json.dumps({"docno": "d", "text": "\n"})]
+    c = ptd.Collection(write_local(tmp_path / "local", docs))
+    with caplog.at_level("WARNING", logger="pyterrier_dense"):
+        assert [d["docno"] for d in c.corpus_iter()] == ["a", "c"]
+    assert "local: 2 documents with no text left out of corpus_iter(): docno 'b', 'd'" in caplog.text
+    assert c.texts(["b", "c"]) == ["", "T"]          # text lookup still knows them
+
+
+def test_cranfield_indexes_without_its_two_empty_documents(caplog):
+    c = ptd.Collection(shared_collection("cranfield"))
+    with caplog.at_level("WARNING", logger="pyterrier_dense"):
+        docnos = [d["docno"] for d in c.corpus_iter()]
+    assert len(docnos) == 1398 and c.num_docs() == 1400 and not {"471", "995"} & set(docnos)
+    assert "2 documents with no text left out of corpus_iter(): docno '471', '995'" in caplog.text

@@ -118,7 +118,9 @@ def texts_of(inp: pd.DataFrame, column: str, id_columns: tuple[str, ...], stage:
     for i, v in enumerate(values):
         if not isinstance(v, str) or not v.strip():
             what = "empty" if isinstance(v, str) else f"a {type(v).__name__} ({v!r}), not a string"
-            raise ValueError(f"{stage}: {column!r} of {_row_id(inp, i, id_columns)} is {what}")
+            hint = "" if column == "query" or not isinstance(v, str) else \
+                " (leave documents with no text out of the corpus, as ptd.Collection.corpus_iter() does)"
+            raise ValueError(f"{stage}: {column!r} of {_row_id(inp, i, id_columns)} is {what}{hint}")
     return values
 
 
