@@ -5,7 +5,11 @@ A measurement script, not a test: it prints one JSON object (and writes it with 
 root, with models trained by ``benchmarks/train.py`` (its ``--workdir`` holds ``trained/`` and ``distilled/``)::
 
     python benchmarks/transfer.py --model biencoder=WORK/trained --model biencoder_distilled=WORK/distilled \\
-        --collections adi,cacm,vaswani --json out.json
+        --json out.json
+
+``--collections`` defaults to every shared collection but SciFact (the training collection). Trained
+cross-encoders (``--cross-encoder crossencoder_rerank=WORK/ce``) re-rank BM25's top ``--rerank-depth`` on each
+collection, beside BM25 itself (PISA, built in the work directory).
 
 Figures: nDCG@10 and R@100 per collection and model (``zero_shot`` is all-MiniLM-L6-v2), and the seconds each took
 (encoding the collection included).
@@ -24,15 +28,25 @@ from measures import cpu_kind, evaluate, publish  # noqa: E402
 
 def run(args) -> dict:
     import pyterrier_dense as ptd
+    from pyterrier_dense.experiment import build_bm25
     from pyterrier_dense.models.default_model import DEFAULT_MODEL, resolve_model
     from pyterrier_dense.stages.progress import quiet
     work = args.workdir or tempfile.mkdtemp(prefix="transfer-bench-")
     models = {"zero_shot": resolve_model(DEFAULT_MODEL), **dict(m.split("=", 1) for m in args.model)}
+    cross_encoders = dict(m.split("=", 1) for m in args.cross_encoder)
     out = {"cpu": cpu_kind()}
     for name in args.collections.split(","):
         coll = ptd.Collection(os.path.join(args.data, name))
         topics, qrels = coll.topics(args.split), coll.qrels(args.split)
         out[name] = {}
+        if cross_encoders:
+            first = build_bm25(coll, os.path.join(work, "bm25"), verbose=False) % args.rerank_depth
+            out[name]["bm25"] = evaluate(first(topics), qrels)
+        for label, path in cross_encoders.items():
+            t = time.perf_counter()
+            ce = ptd.CrossEncoder(path, precision="fp32", verbose=False)
+            out[name][label] = {**evaluate((first >> coll.text_loader() >> ce)(topics), qrels),
+                                "seconds": round(time.perf_counter() - t)}
         for label, path in models.items():
             t = time.perf_counter()
             enc = ptd.BiEncoder(path, precision="fp32", verbose=False)
@@ -47,7 +61,10 @@ def run(args) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="a trained model (repeatable)")
-    p.add_argument("--collections", default="adi,cacm,vaswani")
+    p.add_argument("--collections", default="adi,cacm,cranfield,vaswani,msmarco-dl19-subset,dbpedia-entity-subset")
+    p.add_argument("--cross-encoder", action="append", default=[], metavar="NAME=PATH",
+                   help="a trained cross-encoder (repeatable), re-ranking BM25's top --rerank-depth")
+    p.add_argument("--rerank-depth", type=int, default=100)
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--split", default="test")
     p.add_argument("--workdir")
