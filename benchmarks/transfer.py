@@ -17,6 +17,7 @@ Figures: nDCG@10 and R@100 per collection and model (``zero_shot`` is all-MiniLM
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -32,7 +33,8 @@ def run(args) -> dict:
     from pyterrier_dense.models.default_model import DEFAULT_MODEL, resolve_model
     from pyterrier_dense.stages.progress import quiet
     work = args.workdir or tempfile.mkdtemp(prefix="transfer-bench-")
-    models = {"zero_shot": resolve_model(DEFAULT_MODEL), **dict(m.split("=", 1) for m in args.model)}
+    models = {} if args.skip_zero_shot else {"zero_shot": resolve_model(DEFAULT_MODEL)}
+    models.update(m.split("=", 1) for m in args.model)
     cross_encoders = dict(m.split("=", 1) for m in args.cross_encoder)
     out = {"cpu": cpu_kind()}
     for name in args.collections.split(","):
@@ -55,6 +57,7 @@ def run(args) -> dict:
                 (enc >> index.indexer(mode="overwrite")).index(coll.corpus_iter())
                 out[name][label] = evaluate((enc >> index.retriever(num_results=100))(topics), qrels)
             out[name][label]["seconds"] = round(time.perf_counter() - t)
+        print(json.dumps({name: out[name]}), file=sys.stderr, flush=True)   # each collection as it is done
     return out
 
 
@@ -65,6 +68,7 @@ def main(argv=None) -> None:
     p.add_argument("--cross-encoder", action="append", default=[], metavar="NAME=PATH",
                    help="a trained cross-encoder (repeatable), re-ranking BM25's top --rerank-depth")
     p.add_argument("--rerank-depth", type=int, default=100)
+    p.add_argument("--skip-zero-shot", action="store_true", help="no zero-shot dense run")
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--split", default="test")
     p.add_argument("--workdir")
