@@ -159,7 +159,7 @@ class Collection:
         """``{"docno", "text"}`` per document (title joined to text), as a :class:`CorpusIter`: an iterator with a
         ``len()``, whose size reaches the indexing progress bar even through ``enc >> index.indexer()``.
 
-        A document with neither title nor text (Cranfield has one) is left out, and a warning at the end of the pass
+        A document with neither title nor text (Cranfield has two) is left out, and a warning at the end of the pass
         gives their number and docnos: no encoder can represent an empty text (each refuses one, naming it), and no
         query term can match it. ``texts()`` still returns ``""`` for it."""
         return CorpusIter(self._non_empty(), self.num_docs)
