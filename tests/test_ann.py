@@ -77,7 +77,7 @@ def test_residual_quantiser_keeps_more_neighbours_than_pq_at_the_same_code_size(
                   for name, kw in {"pq": {}, "opq": {"opq": True}, "rq": {"quantizer": "rq"}}.items()}
     assert at_4_bytes["rq"] > max(at_4_bytes["pq"], at_4_bytes["opq"]) + 0.1, at_4_bytes   # 0.39 vs 0.13 / 0.22
     a = index.compress(tmp_path / "a.rq", m=8, nbits=4, quantizer="rq", seed=2)
-    b = index.compress(tmp_path / "b.rq", m=8, nbits=4, quantizer="rq", seed=2)
+    index.compress(tmp_path / "b.rq", m=8, nbits=4, quantizer="rq", seed=2)
     assert (gen(tmp_path / "a.rq") / "pq.faiss").read_bytes() == (gen(tmp_path / "b.rq") / "pq.faiss").read_bytes()
     assert a.spec.quantizer == "rq" and a.size()["code_bytes_per_doc"] == 4
     assert recall_at(a.retriever(num_results=10), vecs, queries, 10) >= 0.3
@@ -226,7 +226,7 @@ def test_ann_retrievers_in_an_experiment(data):
 def test_opq_rotation_is_trained_for_the_code_size_and_deterministic(data, tmp_path):
     index, vecs, queries = data
     a = index.compress(tmp_path / "a.pq", m=8, nbits=4, opq=True, seed=5)
-    b = index.compress(tmp_path / "b.pq", m=8, nbits=4, opq=True, seed=5)
+    index.compress(tmp_path / "b.pq", m=8, nbits=4, opq=True, seed=5)
     assert (gen(tmp_path / "a.pq") / "pq.faiss").read_bytes() == (gen(tmp_path / "b.pq") / "pq.faiss").read_bytes()
     assert a.spec.build_params()["opq_trained_for_nbits"] == 4
     assert recall_at(a.retriever(num_results=10), vecs, queries, 10) >= 0.15  # 4 bytes a vector; random: 0.003

@@ -115,8 +115,6 @@ def test_experiment_writes_results_json(tmp_path, capsys, monkeypatch):
 import logging
 import os
 
-import numpy as np
-
 import pyterrier_dense as ptd
 from pyterrier_dense.experiment import build_bm25, run_experiment
 

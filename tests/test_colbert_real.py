@@ -2,7 +2,7 @@
 index re-ranking agreeing, and PLAID retrieval recovering exhaustive MaxSim's top 100."""
 import numpy as np
 import pytest
-from ir_measures import R, nDCG, calc_aggregate
+from ir_measures import nDCG, calc_aggregate
 
 import pyterrier_dense as ptd
 from pyterrier_dense.stages.progress import quiet

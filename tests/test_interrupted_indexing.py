@@ -18,7 +18,6 @@ import pytest
 
 import pyterrier_dense as ptd
 from pyterrier_dense.indexes import DenseIndexWriter
-from conftest import random_vectors
 
 DIM, OLD_N, NEW_N = 16, 10, 2000
 OLD_SEED, NEW_SEED, FRESH_SEED = 101, 202, 303

@@ -1,8 +1,6 @@
 """The real MiniLM on real collections: effectiveness thresholds and exactness against sentence-transformers."""
 import json
 
-import numpy as np
-import pyterrier as pt
 import pytest
 
 import pyterrier_dense as ptd
