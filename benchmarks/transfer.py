@@ -7,6 +7,10 @@ root, with models trained by ``benchmarks/train.py`` (its ``--workdir`` holds ``
     python benchmarks/transfer.py --model biencoder=WORK/trained --model biencoder_distilled=WORK/distilled \\
         --json out.json
 
+``--interpolate W`` (repeatable) adds each model blended with the zero-shot model it started from, W of its
+trained weights (WiSE-FT, ``ptd.training.interpolate``), as ``NAME_wiseW``; add ``scifact`` to ``--collections`` to
+see what the blend keeps on the training collection's test split.
+
 ``--collections`` defaults to every shared collection but SciFact (the training collection). Trained
 cross-encoders (``--cross-encoder crossencoder_rerank=WORK/ce``) re-rank BM25's top ``--rerank-depth`` on each
 collection, beside BM25 itself (PISA, built in the work directory).
@@ -35,6 +39,10 @@ def run(args) -> dict:
     work = args.workdir or tempfile.mkdtemp(prefix="transfer-bench-")
     models = {} if args.skip_zero_shot else {"zero_shot": resolve_model(DEFAULT_MODEL)}
     models.update(m.split("=", 1) for m in args.model)
+    start = args.start or resolve_model(DEFAULT_MODEL)
+    runs = {label: (path, None) for label, path in models.items()}
+    runs.update({f"{label}_wise{w:g}": (path, w) for label, path in models.items() if label != "zero_shot"
+                 for w in args.interpolate})
     cross_encoders = dict(m.split("=", 1) for m in args.cross_encoder)
     out = {"cpu": cpu_kind()}
     for name in args.collections.split(","):
@@ -49,9 +57,11 @@ def run(args) -> dict:
             ce = ptd.CrossEncoder(path, precision="fp32", verbose=False)
             out[name][label] = {**evaluate((first >> coll.text_loader() >> ce)(topics), qrels),
                                 "seconds": round(time.perf_counter() - t)}
-        for label, path in models.items():
+        for label, (path, weight) in runs.items():
             t = time.perf_counter()
             enc = ptd.BiEncoder(path, precision="fp32", verbose=False)
+            if weight is not None:
+                ptd.training.interpolate(enc, ptd.BiEncoder(start, precision="fp32", verbose=False), weight)
             index = ptd.DenseIndex(os.path.join(work, f"{name}.{label}.dense"))
             with quiet(True):
                 (enc >> index.indexer(mode="overwrite")).index(coll.corpus_iter())
@@ -69,6 +79,9 @@ def main(argv=None) -> None:
                    help="a trained cross-encoder (repeatable), re-ranking BM25's top --rerank-depth")
     p.add_argument("--rerank-depth", type=int, default=100)
     p.add_argument("--skip-zero-shot", action="store_true", help="no zero-shot dense run")
+    p.add_argument("--interpolate", action="append", type=float, default=[], metavar="W",
+                   help="also each model blended with --start: W trained + (1 - W) starting weights (repeatable)")
+    p.add_argument("--start", help="the model the trained ones started from (default all-MiniLM-L6-v2)")
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--split", default="test")
     p.add_argument("--workdir")

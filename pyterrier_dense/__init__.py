@@ -28,9 +28,9 @@ _NEED_TORCH = {"BiEncoder": ".stages.bi_encoder", "BiEncoderModel": ".models.bi_
 
 def __getattr__(name):
     # model classes load torch; importing them lazily lets a process open and search indexes without torch
-    if name == "ray":   # Ray is an optional extra: pyterrier_dense.ray imports it when used
+    if name in ("ray", "training"):   # Ray is an optional extra; training loads torch: both imported when used
         import importlib
-        return importlib.import_module(".ray", __name__)
+        return importlib.import_module(f".{name}", __name__)
     if name in _NEED_TORCH:
         import importlib
         return getattr(importlib.import_module(_NEED_TORCH[name], __name__), name)

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None, help="queries a step (default 32; 8 for cross-encoders)")
     t.add_argument("--lr", type=float, default=2e-5)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--interpolate", type=float, default=1.0, metavar="W",
+                   help="keep W of the trained weights and 1 - W of the starting ones (WiSE-FT; default 1: the "
+                        "trained weights; 0.5-0.7 keeps more of the starting model on other collections)")
     t.add_argument("--out", required=True, help="directory for the trained model (and its checkpoints while "
                                                 "training: re-run the same command to resume)")
     t.add_argument("--index-dir", default="indexes", help="where the BM25 index is built and cached")
@@ -165,7 +168,7 @@ def _train(args) -> None:
     stage.fit(topics, qrels, *valid, texts=coll, negatives=negatives, skip_top=skip_top,
               n_negatives=args.n_negatives if args.n_negatives is not None else 7 if cross else 3,
               batch_size=args.batch_size or (8 if cross else 32), epochs=args.epochs, lr=args.lr, seed=args.seed,
-              out=args.out)
+              interpolate=args.interpolate, out=args.out)
     report = stage.last_fit
     if report["resumed_from_batch"] is not None:
         print(f"resumed from batch {report['resumed_from_batch']}")
@@ -173,6 +176,8 @@ def _train(args) -> None:
         print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in epoch.items()))
     skipped = {k: v for k, v in report["skipped"].items() if v}
     print(f"trained on {report['queries']} queries{f' (skipped: {skipped})' if skipped else ''}; saved {args.out}")
+    if "interpolated" in report:
+        print(f"saved weights: {args.interpolate:g} trained + {1 - args.interpolate:g} starting (WiSE-FT)")
     if not cross:
         print(f"evaluate it: pyterrier-dense experiment --collection {args.collection} --model {args.out}")
 

@@ -270,6 +270,17 @@ def test_train_fits_saves_and_names_the_next_command(tiny_st_model, tmp_path, ca
     assert not (out / ".trainer").exists()
 
 
+def test_train_interpolate_zero_saves_the_starting_weights(tiny_st_model, tmp_path, capsys):
+    beir = write_beir4(tmp_path / "beir")
+    out = tmp_path / "wise"
+    assert main(["train", "--collection", str(beir), "--model", tiny_st_model, "--split", "test", "--batch-size", "2",
+                 "--skip-top", "0", "--index-dir", str(tmp_path / "idx"), "--interpolate", "0", "--out", str(out),
+                 "-q"]) == 0
+    assert "saved weights: 0 trained + 1 starting (WiSE-FT)" in capsys.readouterr().out
+    start = ptd.BiEncoder(tiny_st_model, verbose=False).model
+    assert ptd.BiEncoder(str(out), verbose=False).model.fingerprint == start.fingerprint   # trained, then undone
+
+
 def test_train_reads_a_triples_file_and_trains_a_cross_encoder(tiny_st_model, tmp_path, capsys):
     beir = write_beir4(tmp_path / "beir")
     triples = tmp_path / "triples.jsonl"

@@ -285,3 +285,19 @@ def test_fit_with_a_teacher_distils_from_its_cached_scores(tiny_st_model, tmp_pa
                 batch_size=5, lr=1e-3, in_batch_weight=0.0)
     assert teacher.calls == 2 and len(list(tmp_path.glob("scores-*.parquet"))) == 1   # our call above + one fit
     assert probe.evaluate(data) < 0.8 * start   # the KL to the teacher's distribution fell
+
+
+def test_the_training_layer_is_an_attribute_of_the_package(tmp_path):
+    """``ptd.training.read_triples`` (as the README writes it) right after ``import pyterrier_dense``, in a fresh
+    process where nothing has imported the subpackage yet."""
+    import subprocess
+    import sys
+    path = tmp_path / "triples.jsonl"
+    path.write_text('{"qid": "q1", "query": "gene", "pos": ["d1"], "neg": ["d2"]}\n')
+    code = ("import sys, pyterrier_dense as ptd\n"
+            "assert 'pyterrier_dense.training' not in sys.modules\n"
+            "topics, qrels, negatives = ptd.training.read_triples(sys.argv[1])\n"
+            "print(list(topics.qid), list(negatives.docno), ptd.training.interpolate.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["['q1']", "['d2']", "interpolate"]

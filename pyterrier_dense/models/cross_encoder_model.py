@@ -29,9 +29,9 @@ _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "d
 
 
 def _load(name_or_path: str, new_head: bool = False):
-    """Tokenizer and sequence-classification model in float32; an error when any weight is missing from the
-    checkpoint (a plain encoder has no trained head, which would be randomly initialised) unless ``new_head`` asks
-    for a fresh one-logit head to train."""
+    """Tokenizer, sequence-classification model in float32 and the names of its newly initialised weights; an error
+    when any weight is missing from the checkpoint (a plain encoder has no trained head, which would be randomly
+    initialised) unless ``new_head`` asks for a fresh one-logit head to train."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     try:
         config = AutoConfig.from_pretrained(name_or_path, **({"num_labels": 1} if new_head else {}))
@@ -60,7 +60,7 @@ def _load(name_or_path: str, new_head: bool = False):
                       f"of another shape (e.g. {lacking[0]!r}); they would be randomly initialised. Is it a "
                       "sequence-classification (re-ranker) checkpoint? To train a new re-ranker from a plain "
                       "encoder, pass new_head=True")
-    return tokenizer, model
+    return tokenizer, model, frozenset(lacking)
 
 
 def _checkpoint_max_length(path: str, tokenizer, config) -> int | None:
@@ -116,7 +116,7 @@ class CrossEncoderModel(EncoderModel):
         super().__init__(batch_size=batch_size, device=device, precision=precision, verbose=verbose)
         self.model_id = str(model)
         path = resolve_model(self.model_id)
-        self.tokenizer, self.model = _load(path, new_head)
+        self.tokenizer, self.model, self.new_parameters = _load(path, new_head)   # (new: the untrained head's)
         self.fingerprint = _fingerprint([self.model])  # before the precision cast below
         self.num_labels = int(self.model.config.num_labels)
         self.label = self._check_label(label)

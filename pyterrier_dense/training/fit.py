@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .examples import build_training_set
+from .interpolation import blend_into, check_weight, snapshot
 from .self_negatives import SelfNegatives
 from .objectives import BiEncoderObjective, CrossEncoderObjective
 from .teacher import teacher_scores
@@ -25,15 +26,19 @@ def fit_model(model, family: str, train_topics: pd.DataFrame, train_qrels: pd.Da
               valid_topics: pd.DataFrame | None = None, valid_qrels: pd.DataFrame | None = None, *, texts,
               negatives=None, skip_top: int = 0, teacher=None, teacher_cache=None, valid_scorer=None,
               valid_metric: str = "nDCG@10", out: str | os.PathLike | None = None, precision: str = "auto",
-              **args) -> dict:
+              interpolate: float = 1.0, **args) -> dict:
     """Train ``model`` in place with the ``family``'s objective; returns the training report.
 
     ``args`` are the trainer's (:class:`~pyterrier_dense.training.trainer.Trainer`) and the objective's
     (:mod:`~pyterrier_dense.training.objectives`). With ``out``, checkpoints go to ``out/.trainer`` while training
-    (a killed run given the same ``out`` resumes) and the best weights are saved to ``out`` at the end."""
+    (a killed run given the same ``out`` resumes) and the best weights are saved to ``out`` at the end.
+    ``interpolate`` below 1 blends the trained weights with the starting ones at the end (WiSE-FT, see
+    :func:`~pyterrier_dense.training.interpolate`); validation picks the best epoch before the blend."""
     if (valid_topics is None) != (valid_qrels is None):
         raise ValueError("give both valid_topics and valid_qrels, or neither")
     trainer_args = {k: args.pop(k) for k in _TRAINER_ARGS if k in args}
+    # the weights the run started from, taken before any checkpoint is resumed
+    start = None if check_weight(interpolate) == 1.0 else snapshot(model)
     if teacher is None and args.get("distill"):
         raise ValueError(f"distill={args['distill']!r} needs a teacher= pipeline")
     if teacher is not None:
@@ -73,8 +78,12 @@ def fit_model(model, family: str, train_topics: pd.DataFrame, train_qrels: pd.Da
     checkpoint = None if out is None else Path(out) / ".trainer"
     trainer = Trainer(model, objective, checkpoint_dir=checkpoint, **trainer_args)
     history = trainer.train(data, valid, validate, refresh=None if miner is None else refresh_pools)
+    if start is not None:
+        blend_into(model, start, interpolate, keep=getattr(model, "new_parameters", ()))
     report = {"queries": len(data), "skipped": data.skipped, "epochs": history, "precision": precision,
               "resumed_from_batch": trainer.resumed_from, "fingerprint": model.refresh_fingerprint()}
+    if start is not None:
+        report["interpolated"] = interpolate
     if miner is not None:
         report["self_negative_refreshes"] = miner.refreshes
     if out is not None:
