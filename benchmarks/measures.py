@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-__all__ = ["cpu_kind", "evaluate", "tops", "overlap", "timed"]
+__all__ = ["cpu_kind", "evaluate", "paired", "tops", "overlap", "timed"]
 
 
 def cpu_kind() -> str:
@@ -22,6 +22,27 @@ def evaluate(run, qrels) -> dict:
     m = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"}),
                                    run.rename(columns={"qid": "query_id", "docno": "doc_id"})[["query_id", "doc_id", "score"]])
     return {"ndcg10": round(m[nDCG @ 10], 4), "r100": round(m[R @ 100], 4)}
+
+
+def _per_query_ndcg10(run, qrels) -> dict:
+    import ir_measures
+    from ir_measures import nDCG
+    judged = qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
+    found = {m.query_id: m.value for m in ir_measures.iter_calc(
+        [nDCG @ 10], judged, run.rename(columns={"qid": "query_id", "docno": "doc_id"})[["query_id", "doc_id", "score"]])}
+    return {q: found.get(q, 0.0) for q in judged.query_id.unique()}   # a query with no results scores 0
+
+
+def paired(run, baseline, qrels) -> dict:
+    """nDCG@10 of ``run`` against ``baseline`` query by query: the mean difference, the queries better and worse,
+    and the two-sided paired t-test's p-value."""
+    from scipy.stats import ttest_rel
+    ours, theirs = _per_query_ndcg10(run, qrels), _per_query_ndcg10(baseline, qrels)
+    a = np.array([ours[q] for q in theirs])
+    b = np.array([theirs[q] for q in theirs])
+    p = float(ttest_rel(a, b).pvalue) if np.any(a != b) else 1.0
+    return {"delta": round(float(np.mean(a - b)), 4), "better": int(np.sum(a > b)), "worse": int(np.sum(a < b)),
+            "p": round(p, 3)}
 
 
 def tops(run, depth: int = 100) -> dict:

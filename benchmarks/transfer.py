@@ -15,8 +15,9 @@ see what the blend keeps on the training collection's test split.
 cross-encoders (``--cross-encoder crossencoder_rerank=WORK/ce``) re-rank BM25's top ``--rerank-depth`` on each
 collection, beside BM25 itself (PISA, built in the work directory).
 
-Figures: nDCG@10 and R@100 per collection and model (``zero_shot`` is all-MiniLM-L6-v2), and the seconds each took
-(encoding the collection included).
+Figures: nDCG@10 and R@100 per collection and model (``zero_shot`` is all-MiniLM-L6-v2), the seconds each took
+(encoding the collection included), and each model's nDCG@10 against the zero-shot model query by query
+(``vs_zero_shot``: mean difference, queries better and worse, paired t-test p-value).
 """
 from __future__ import annotations
 
@@ -28,7 +29,18 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measures import cpu_kind, evaluate, publish  # noqa: E402
+from measures import cpu_kind, evaluate, paired, publish  # noqa: E402
+
+
+def _built_by(index, enc) -> bool:
+    """Whether ``index`` exists, complete, from ``enc``'s settings (weights' fingerprint included)."""
+    if not index.exists():
+        return False
+    try:
+        index.check_encoder(enc.model.settings())
+    except ValueError:
+        return False
+    return True
 
 
 def run(args) -> dict:
@@ -48,7 +60,7 @@ def run(args) -> dict:
     for name in args.collections.split(","):
         coll = ptd.Collection(os.path.join(args.data, name))
         topics, qrels = coll.topics(args.split), coll.qrels(args.split)
-        out[name] = {}
+        out[name], zero_run = {}, None
         if cross_encoders:
             first = build_bm25(coll, os.path.join(work, "bm25"), verbose=False) % args.rerank_depth
             out[name]["bm25"] = evaluate(first(topics), qrels)
@@ -64,9 +76,14 @@ def run(args) -> dict:
                 ptd.training.interpolate(enc, ptd.BiEncoder(start, precision="fp32", verbose=False), weight)
             index = ptd.DenseIndex(os.path.join(work, f"{name}.{label}.dense"))
             with quiet(True):
-                (enc >> index.indexer(mode="overwrite")).index(coll.corpus_iter())
-                out[name][label] = evaluate((enc >> index.retriever(num_results=100))(topics), qrels)
-            out[name][label]["seconds"] = round(time.perf_counter() - t)
+                if not _built_by(index, enc):   # (a work directory's index of the same weights is used again)
+                    (enc >> index.indexer(mode="overwrite")).index(coll.corpus_iter())
+                ranked = (enc >> index.retriever(num_results=100))(topics)
+            out[name][label] = {**evaluate(ranked, qrels), "seconds": round(time.perf_counter() - t)}
+            if label == "zero_shot":
+                zero_run = ranked
+            elif zero_run is not None:
+                out[name][label]["vs_zero_shot"] = paired(ranked, zero_run, qrels)
         print(json.dumps({name: out[name]}), file=sys.stderr, flush=True)   # each collection as it is done
     return out
 
