@@ -28,8 +28,8 @@ def _per_query_ndcg10(run, qrels) -> dict:
     import ir_measures
     from ir_measures import nDCG
     judged = qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
-    found = {m.query_id: m.value for m in ir_measures.iter_calc(
-        [nDCG @ 10], judged, run.rename(columns={"qid": "query_id", "docno": "doc_id"})[["query_id", "doc_id", "score"]])}
+    ranked = run.rename(columns={"qid": "query_id", "docno": "doc_id"})[["query_id", "doc_id", "score"]]
+    found = {m.query_id: m.value for m in ir_measures.iter_calc([nDCG @ 10], judged, ranked)}
     return {q: found.get(q, 0.0) for q in judged.query_id.unique()}   # a query with no results scores 0
 
 

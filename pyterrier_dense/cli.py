@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--interpolate", type=float, default=1.0, metavar="W",
                    help="keep W of the trained weights and 1 - W of the starting ones (WiSE-FT; default 1: the "
-                        "trained weights; 0.5-0.7 keeps more of the starting model on other collections)")
+                        "trained weights)")
     t.add_argument("--out", required=True, help="directory for the trained model (and its checkpoints while "
                                                 "training: re-run the same command to resume)")
     t.add_argument("--index-dir", default="indexes", help="where the BM25 index is built and cached")

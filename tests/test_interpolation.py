@@ -67,7 +67,8 @@ def test_fit_with_interpolate_equals_fit_then_interpolate_and_saves_the_blend(ti
     assert one.last_fit["interpolated"] == 0.6 and "interpolated" not in two.last_fit
     trained = _weights(two)
     interpolate(two, ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False), 0.6)
-    assert one.model.fingerprint == two.model.fingerprint != ptd.BiEncoder(tiny_st_model, verbose=False).model.fingerprint
+    untrained = ptd.BiEncoder(tiny_st_model, verbose=False).model.fingerprint
+    assert one.model.fingerprint == two.model.fingerprint != untrained
     assert any(not torch.equal(v, trained[k]) for k, v in _weights(two).items())   # the blend moved the weights
     texts = list(docs.values())[:5]
     saved = ptd.BiEncoder(str(tmp_path / "wise"), precision="fp32", verbose=False)

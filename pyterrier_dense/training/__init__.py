@@ -13,7 +13,8 @@ from .self_negatives import SelfNegatives
 from .teacher import teacher_scores
 from .trainer import Trainer
 
-__all__ = ["TrainingSet", "build_training_set", "read_triples", "Batch", "make_batches", "fit_model", "interpolate", "Trainer",
-           "BiEncoderObjective", "CrossEncoderObjective", "teacher_scores", "train_jpq", "SelfNegatives", "info_nce", "margin_mse", "listwise_kl",
+__all__ = ["TrainingSet", "build_training_set", "read_triples", "Batch", "make_batches", "fit_model", "interpolate",
+           "Trainer", "BiEncoderObjective", "CrossEncoderObjective", "teacher_scores", "train_jpq", "SelfNegatives",
+           "info_nce", "margin_mse", "listwise_kl",
            "cosent", "cosine_regression", "triplet_margin", "softmax_classifier", "pearson_rank_imitation",
            "contrastive_imitation", "ndcg_pairwise_imitation", "feature_imitation"]
