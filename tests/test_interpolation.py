@@ -68,7 +68,7 @@ def test_fit_with_interpolate_equals_fit_then_interpolate_and_saves_the_blend(ti
     trained = _weights(two)
     interpolate(two, ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False), 0.6)
     untrained = ptd.BiEncoder(tiny_st_model, verbose=False).model.fingerprint
-    assert one.model.fingerprint == two.model.fingerprint != untrained
+    assert one.last_fit["fingerprint"] == one.model.fingerprint == two.model.fingerprint != untrained
     assert any(not torch.equal(v, trained[k]) for k, v in _weights(two).items())   # the blend moved the weights
     texts = list(docs.values())[:5]
     saved = ptd.BiEncoder(str(tmp_path / "wise"), precision="fp32", verbose=False)
