@@ -78,11 +78,12 @@ def fit_model(model, family: str, train_topics: pd.DataFrame, train_qrels: pd.Da
     checkpoint = None if out is None else Path(out) / ".trainer"
     trainer = Trainer(model, objective, checkpoint_dir=checkpoint, **trainer_args)
     history = trainer.train(data, valid, validate, refresh=None if miner is None else refresh_pools)
-    if start is not None:   # (the blend refreshes the fingerprint)
-        blend_into(model, start, interpolate, keep=getattr(model, "new_parameters", ()))
-    fingerprint = model.fingerprint if start is not None else model.refresh_fingerprint()
+    if start is not None:
+        blend_into(model, start, interpolate, keep=getattr(model, "new_parameters", ()))   # refreshes the fingerprint
+    else:
+        model.refresh_fingerprint()
     report = {"queries": len(data), "skipped": data.skipped, "epochs": history, "precision": precision,
-              "resumed_from_batch": trainer.resumed_from, "fingerprint": fingerprint}
+              "resumed_from_batch": trainer.resumed_from, "fingerprint": model.fingerprint}
     if start is not None:
         report["interpolated"] = interpolate
     if miner is not None:
