@@ -4,14 +4,17 @@ A measurement script, not a test: it prints one JSON object (and writes it with 
 root (sentence-transformers' trainer needs ``pip install datasets accelerate``)::
 
     python benchmarks/train_throughput.py --collection ../shared/data/scifact --steps 4 --json out.json
+    python benchmarks/train_throughput.py --collection ../shared/data/scifact --steps 0 --evaluate test
 
 Both train all-MiniLM-L6-v2 for ``--steps`` steps of ``--batch-size`` (query, positive, hard negative) examples
-taken from the collection's triples file (its first negative), with InfoNCE over in-batch documents and the hard
-negatives (sentence-transformers' MultipleNegativesRankingLoss, scale 20 = temperature 0.05), AdamW at lr 2e-5,
-the same max length and threads, one process. ``precision`` is ours' (``auto``: bf16 autocast on CPUs with native
-bf16); sentence-transformers runs with ``--st-bf16`` set the same way. Figures: examples a second each and the
-ratio ``train_examples_per_s_vs_st``, with the CPU kind. Each trainer runs twice, alternately, and the second
-run of each is reported (the first in a process is slower, whichever it is).
+taken from the collection's triples file (its first negative; ``--steps 0``: all of them, one epoch), with InfoNCE
+over in-batch documents and the hard negatives (sentence-transformers' MultipleNegativesRankingLoss, scale 20 =
+temperature 0.05), AdamW at lr 2e-5, the same max length and threads, one process, each with its own defaults
+otherwise (ours turns attention dropout off while training). ``precision`` is ours' (``auto``: bf16 autocast on
+CPUs with native bf16); sentence-transformers runs with ``--st-bf16`` set the same way. Figures: examples a second
+each and the ratio ``train_examples_per_s_vs_st``, with the CPU kind; with ``--evaluate SPLIT``, nDCG@10 and R@100
+of both trained models by exact dense retrieval on that split (fp32 encoding). Each trainer runs once untimed
+first (the first run in a process is slower, whichever it is).
 """
 from __future__ import annotations
 
@@ -21,16 +24,17 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measures import cpu_kind, publish  # noqa: E402
+from measures import cpu_kind, evaluate, publish  # noqa: E402
 
 
-def examples(args):
+def examples(args, steps: int):
+    """The first ``steps`` batches' (query, positive, first negative) triples of the file (0: all of them)."""
     import pyterrier_dense as ptd
     from pyterrier_dense.training import read_triples
     coll = ptd.Collection(args.collection)
     topics, qrels, negatives = read_triples(os.path.join(args.collection, args.triples))
-    n = args.steps * args.batch_size
-    topics = topics.iloc[:n]
+    if steps:
+        topics = topics.iloc[:steps * args.batch_size]
     first_pos = qrels.drop_duplicates("qid").set_index("qid")["docno"]
     first_neg = negatives.sort_values(["qid", "rank"]).drop_duplicates("qid").set_index("qid")["docno"]
     topics = topics[topics.qid.isin(first_neg.index)]
@@ -39,7 +43,14 @@ def examples(args):
     return coll, topics, qrels, negatives, [(q, texts[p], texts[d]) for q, p, d in zip(topics["query"], pos, neg)]
 
 
-def ours(args, model_path, coll, topics, qrels, negatives) -> dict:
+def effectiveness(args, coll, enc, name: str) -> dict:
+    """nDCG@10 / R@100 of exact dense retrieval with the trained model on ``--evaluate``'s split."""
+    from train import dense_run
+    run = dense_run(enc, coll, coll.topics(args.evaluate), os.path.join(args.workdir, f"{name}.dense"))
+    return evaluate(run, coll.qrels(args.evaluate))
+
+
+def ours(args, model_path, coll, topics, qrels, negatives, evaluated: bool = False) -> dict:
     import pyterrier_dense as ptd
     from pyterrier_dense.training import BiEncoderObjective, Trainer, build_training_set
     from pyterrier_dense.training.trainer import training_precision
@@ -53,11 +64,12 @@ def ours(args, model_path, coll, topics, qrels, negatives) -> dict:
     t = time.perf_counter()
     history = trainer.train(data)
     seconds = time.perf_counter() - t
-    return {"examples": len(data), "seconds": round(seconds, 1), "examples_per_s": round(len(data) / seconds, 3),
-            "precision": precision, "loss": round(history[0]["train_loss"], 4)}
+    out = {"examples": len(data), "seconds": round(seconds, 1), "examples_per_s": round(len(data) / seconds, 3),
+           "precision": precision, "loss": round(history[0]["train_loss"], 4)}
+    return {**out, **effectiveness(args, coll, enc, "ours")} if evaluated else out
 
 
-def sentence_transformers_trainer(args, model_path, rows) -> dict:
+def sentence_transformers_trainer(args, model_path, coll, rows, evaluated: bool = False) -> dict:
     from datasets import Dataset
     from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
                                        SentenceTransformerTrainingArguments, losses)
@@ -73,8 +85,14 @@ def sentence_transformers_trainer(args, model_path, rows) -> dict:
     t = time.perf_counter()
     out = trainer.train()
     seconds = time.perf_counter() - t
-    return {"examples": len(rows), "seconds": round(seconds, 1), "examples_per_s": round(len(rows) / seconds, 3),
-            "bf16": args.st_bf16, "loss": round(float(out.training_loss), 4)}
+    result = {"examples": len(rows), "seconds": round(seconds, 1), "examples_per_s": round(len(rows) / seconds, 3),
+              "bf16": args.st_bf16, "loss": round(float(out.training_loss), 4)}
+    if not evaluated:
+        return result
+    import pyterrier_dense as ptd
+    model.save(os.path.join(args.workdir, "st-model"))
+    enc = ptd.BiEncoder(os.path.join(args.workdir, "st-model"), precision="fp32", verbose=False)
+    return {**result, **effectiveness(args, coll, enc, "st")}
 
 
 def run(args) -> dict:
@@ -85,13 +103,17 @@ def run(args) -> dict:
     if args.st_bf16 is None:
         args.st_bf16 = cpu_has_native_bf16()
     model_path = args.model or resolve_model(DEFAULT_MODEL)
-    coll, topics, qrels, negatives, rows = examples(args)
-    out = {"cpu": cpu_kind(), "threads": torch.get_num_threads(), "batch_size": args.batch_size, "steps": args.steps}
-    # the first training run in a process pays for oneDNN's kernel set-up (a fifth of a short run under bf16):
-    # each trainer runs once untimed, then both are timed
-    for _ in range(2):
-        out["sentence_transformers"] = sentence_transformers_trainer(args, model_path, rows)
-        out["ours"] = ours(args, model_path, coll, topics, qrels, negatives)
+    warm, timed = examples(args, min(args.steps or 4, 4)), examples(args, args.steps)
+    out = {"cpu": cpu_kind(), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
+           "examples": len(timed[-1])}
+    # the first training run in a process pays for oneDNN's kernel set-up (a fifth of a short run under bf16): each
+    # trainer runs once untimed (at most 4 steps), then once timed; sentence-transformers' runs come first, so that
+    # neither runs in a process whose allocator settings ours has changed (it restores them, but the heap stays)
+    evaluated = args.evaluate is not None
+    sentence_transformers_trainer(args, model_path, warm[0], warm[-1])
+    out["sentence_transformers"] = sentence_transformers_trainer(args, model_path, timed[0], timed[-1], evaluated)
+    ours(args, model_path, *warm[:-1])
+    out["ours"] = ours(args, model_path, *timed[:-1], evaluated)
     out["train_examples_per_s_vs_st"] = round(out["ours"]["examples_per_s"] /
                                               out["sentence_transformers"]["examples_per_s"], 3)
     return out
@@ -102,7 +124,8 @@ def main(argv=None) -> None:
     p.add_argument("--collection", required=True)
     p.add_argument("--triples", default="train_triples.train.bm25negs.jsonl")
     p.add_argument("--model")
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--steps", type=int, default=4, help="batches timed (0: the whole file, one epoch)")
+    p.add_argument("--evaluate", metavar="SPLIT", help="also nDCG@10 / R@100 of both trained models on this split")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--precision", default="auto")
     p.add_argument("--st-bf16", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)

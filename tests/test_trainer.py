@@ -2,6 +2,8 @@
 keeps the best epoch and patience stops early, the cross-encoder objective's chunks give the plain gradient."""
 from __future__ import annotations
 
+import resource
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,9 @@ import torch
 import pyterrier_dense as ptd
 from pyterrier_dense.training import (BiEncoderObjective, CrossEncoderObjective, Trainer, build_training_set,
                                       make_batches)
+from pyterrier_dense.training.allocator import _glibc, freed_memory_kept
 from pyterrier_dense.training.teacher import teacher_scores
+from pyterrier_dense.training.trainer import attention_dropouts
 from test_training import FirstDocs, ScoreByOverlap, toy_data
 
 
@@ -201,3 +205,67 @@ def test_accumulated_half_batches_give_the_gradient_of_whole_batches(tiny_st_mod
     assert len(whole) == len(halves) == 1 and len(whole[0]) == len(halves[0]) > 0
     for a, b in zip(whole[0], halves[0]):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
+def _attention_is_random(model) -> bool:
+    """Whether two train-mode forwards of the same text differ with every other dropout off."""
+    tower = model.doc_model
+    hidden = [m for m in tower.modules() if isinstance(m, torch.nn.Dropout) and
+              not any(m is d for d in attention_dropouts(tower))]
+    kept = [m.p for m in hidden]
+    for m in hidden:
+        m.p = 0.0
+    try:
+        with torch.no_grad():
+            a, b = (model.embed(["a query about dropout in attention"], "query") for _ in range(2))
+    finally:
+        for m, p in zip(hidden, kept):
+            m.p = p
+    return not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("setting, during", [({}, 0.0), ({"attention_dropout": None}, 0.1),
+                                             ({"attention_dropout": 0.3}, 0.3)])
+def test_attention_dropout_is_set_while_training_and_restored_after(tiny_st_model, setting, during):
+    data = _data()
+    model = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False).model
+    layers = model.doc_model.config.num_hidden_layers
+    found = attention_dropouts(model.doc_model)
+    assert len(found) == layers and all(d.p == pytest.approx(0.1) for d in found)   # the model's own
+    trainer = Trainer(model, BiEncoderObjective(model, texts=data.texts), batch_size=4, n_negatives=2, seed=1,
+                      verbose=False, **setting)
+    seen = []
+    real = trainer.objective.backward
+
+    def spy(batch, scale):
+        seen.append(([d.p for d in found], _attention_is_random(model)))
+        return real(batch, scale)
+    trainer.objective.backward = spy
+    trainer.train(data)
+    assert seen and all(ps == [pytest.approx(during)] * layers and random == (during > 0) for ps, random in seen)
+    assert [d.p for d in found] == [pytest.approx(0.1)] * layers   # restored
+
+
+def test_attention_dropout_is_checked(tiny_st_model):
+    model = ptd.BiEncoder(tiny_st_model, precision="fp32", verbose=False).model
+    for bad in (1.0, -0.1, True, "0"):
+        with pytest.raises(ValueError, match="attention_dropout must be None or a number in"):
+            Trainer(model, None, attention_dropout=bad)
+
+
+def _page_faults(nbytes: int = 100 << 20) -> int:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.ones(nbytes // 4)
+    del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_freed_memory_is_kept_while_training_and_released_after():
+    if _glibc() is None:
+        pytest.skip("the setting is glibc's (Linux); elsewhere freed_memory_kept does nothing")
+    pages = (100 << 20) // resource.getpagesize()
+    with freed_memory_kept():
+        inside = [_page_faults() for _ in range(5)]
+    after = [_page_faults() for _ in range(3)]
+    assert inside[-1] < pages // 100   # the block freed a moment ago is reused, not faulted in again
+    assert min(after) > pages // 2     # the usual thresholds again: a block this size goes back to the kernel

@@ -19,7 +19,7 @@ __all__ = ["fit_model", "OBJECTIVES"]
 
 OBJECTIVES = {"bi_encoder": BiEncoderObjective, "cross_encoder": CrossEncoderObjective}
 _TRAINER_ARGS = ("epochs", "lr", "batch_size", "n_negatives", "accumulation", "warmup", "weight_decay", "seed",
-                 "patience", "checkpoint_every", "gradient_checkpointing", "verbose")
+                 "patience", "checkpoint_every", "gradient_checkpointing", "attention_dropout", "verbose")
 
 
 def fit_model(model, family: str, train_topics: pd.DataFrame, train_qrels: pd.DataFrame,

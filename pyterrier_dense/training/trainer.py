@@ -7,6 +7,7 @@ A family supplies an objective (``backward(batch, scale)`` and ``loss(batch)``, 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -21,10 +22,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models.precision import cpu_has_native_bf16
+from .allocator import freed_memory_kept
 from .batches import epoch_rng, make_batches
 from .examples import TrainingSet
 
-__all__ = ["Trainer", "training_precision", "check_int", "warmup_then_decay"]
+__all__ = ["Trainer", "training_precision", "check_int", "warmup_then_decay", "attention_dropouts"]
 
 log = logging.getLogger("pyterrier_dense")
 
@@ -62,6 +64,13 @@ def _checkpointing(tower, on: bool) -> None:
     getattr(tower, f"{name}_{'enable' if on else 'disable'}")()
 
 
+def attention_dropouts(tower) -> list[torch.nn.Dropout]:
+    """The dropout layers on attention probabilities: the ``dropout`` of each ``*SelfAttention`` module (BERT,
+    RoBERTa, XLM-R, ELECTRA, MPNet, DistilBERT); hidden-state dropout is elsewhere and is not among them."""
+    return [m.dropout for m in tower.modules()
+            if type(m).__name__.endswith("SelfAttention") and isinstance(getattr(m, "dropout", None), torch.nn.Dropout)]
+
+
 class Trainer:
     """Runs ``objective`` over ``data`` for ``epochs``.
 
@@ -76,12 +85,18 @@ class Trainer:
     ``checkpoint_dir`` with ``checkpoint_every`` (optimiser steps) saves weights, optimiser, schedule, random states
     and progress there (atomically); a later ``train`` with the same settings and data resumes from it, and ends with
     the weights an uninterrupted run gives. ``gradient_checkpointing`` trades compute for activation memory.
+
+    ``attention_dropout`` is the dropout on attention probabilities while training (restored after); ``None`` keeps
+    the model's own (0.1 for BERT-style models). The default 0 lets PyTorch's fused attention kernel run: with
+    dropout, attention falls back to the unfused path, which on a CPU takes half of a MiniLM training step (the
+    README has figures). Hidden-state dropout is left as the model has it.
     """
 
     def __init__(self, model, objective, *, epochs: int = 1, lr: float = 2e-5, batch_size: int = 32,
                  n_negatives: int = 1, accumulation: int = 1, warmup: float = 0.1, weight_decay: float = 0.01,
                  seed: int = 0, patience: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
-                 checkpoint_every: int = 50, gradient_checkpointing: bool = False, verbose: bool = True):
+                 checkpoint_every: int = 50, gradient_checkpointing: bool = False,
+                 attention_dropout: float | None = 0.0, verbose: bool = True):
         check_int("epochs", epochs)
         check_int("batch_size", batch_size)
         check_int("n_negatives", n_negatives, 0)
@@ -91,6 +106,9 @@ class Trainer:
             check_int("patience", patience)
         if not 0 <= warmup < 1:
             raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {warmup!r}")
+        if attention_dropout is not None and (isinstance(attention_dropout, bool) or not isinstance(
+                attention_dropout, (int, float)) or not 0 <= attention_dropout < 1):
+            raise ValueError(f"attention_dropout must be None or a number in [0, 1), got {attention_dropout!r}")
         if not (isinstance(lr, (int, float)) and lr > 0):
             raise ValueError(f"lr must be a number > 0, got {lr!r}")
         for tower in model.towers():
@@ -103,7 +121,7 @@ class Trainer:
         self.accumulation, self.warmup, self.weight_decay, self.seed = accumulation, warmup, weight_decay, seed
         self.patience, self.checkpoint_every, self.verbose = patience, checkpoint_every, verbose
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.gradient_checkpointing = gradient_checkpointing
+        self.gradient_checkpointing, self.attention_dropout = gradient_checkpointing, attention_dropout
         self.history: list[dict] = []
         self.resumed_from: int | None = None
 
@@ -124,7 +142,8 @@ class Trainer:
     def _signature(self, data: TrainingSet) -> str:
         """What a checkpoint must match to be resumed: the settings and the training data."""
         h = hashlib.sha256(json.dumps({k: repr(getattr(self, k)) for k in (
-            "epochs", "lr", "batch_size", "n_negatives", "accumulation", "warmup", "weight_decay", "seed")}).encode())
+            "epochs", "lr", "batch_size", "n_negatives", "accumulation", "warmup", "weight_decay", "seed",
+            "attention_dropout")}).encode())
         for qid, pos, neg in zip(data.qids, data.positives, data.negatives):
             h.update(f"\0{qid}\t{','.join(pos)}\t{','.join(neg)}".encode())
         h.update(repr([type(self.objective).__name__, getattr(self.model, "fingerprint", None)] + [
@@ -184,11 +203,19 @@ class Trainer:
         if self.gradient_checkpointing:
             for tower in self.model.towers():
                 _checkpointing(tower, True)
+        dropouts = [] if self.attention_dropout is None else \
+            [d for tower in self.model.towers() for d in attention_dropouts(tower)]
+        kept = [d.p for d in dropouts]
+        for d in dropouts:
+            d.p = float(self.attention_dropout)
         try:
-            if state is not None and refresh is not None:   # pools mined with the weights resumed from
-                data = refresh(0) or data
-            self._epochs(data, valid, validate, refresh, progress, params, opt, sched, signature)
+            with freed_memory_kept() if self.model.device.type == "cpu" else contextlib.nullcontext():
+                if state is not None and refresh is not None:   # pools mined with the weights resumed from
+                    data = refresh(0) or data
+                self._epochs(data, valid, validate, refresh, progress, params, opt, sched, signature)
         finally:
+            for d, p in zip(dropouts, kept):
+                d.p = p
             for tower in self.model.towers():
                 tower.eval()
                 if self.gradient_checkpointing:
