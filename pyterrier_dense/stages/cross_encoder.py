@@ -69,8 +69,8 @@ class CrossEncoder(pt.Transformer):
         ``bm25 % 100``, or a run DataFrame) are scored together, and the loss is the cross-entropy of the positive
         among them (Localized Contrastive Estimation). ``teacher`` adds distillation from its scores
         (``distill="kl"`` by default, or ``"margin_mse"``; ``teacher_temperature``, ``label_weight``). Validation,
-        checkpoints and resuming, ``accumulation``, ``chunk_size`` (queries a forward pass), ``precision`` and
-        ``interpolate`` (a new head keeps its trained weights) are as in :meth:`~pyterrier_dense.BiEncoder.fit`;
+        checkpoints and resuming, ``accumulation``, ``chunk_size`` (queries a forward pass), ``precision``,
+        ``attention_dropout`` and ``interpolate`` (a new head keeps its trained weights) are as in :meth:`~pyterrier_dense.BiEncoder.fit`;
         ``out`` saves a Hugging Face directory that this class and sentence-transformers' ``CrossEncoder`` load. To
         start from a plain encoder, load it with ``new_head=True``::
 

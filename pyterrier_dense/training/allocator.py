@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import platform
+import threading
 
 __all__ = ["freed_memory_kept"]
 
@@ -31,18 +32,29 @@ def _glibc():
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
+_lock = threading.Lock()
+_depth = 0   # contexts open (nested, or in other threads): the settings return when the last one closes
+
+
 @contextlib.contextmanager
 def freed_memory_kept():
-    """Within the context, glibc keeps freed memory for reuse; on leaving, it is released."""
+    """Within the context, glibc keeps freed memory for reuse; on leaving the last such context, it is released."""
+    global _depth
     libc = _glibc()
     if libc is None:
         yield
         return
-    libc.mallopt(M_MMAP_THRESHOLD, KEEP)
-    libc.mallopt(M_TRIM_THRESHOLD, KEEP)
+    with _lock:
+        if _depth == 0:
+            libc.mallopt(M_MMAP_THRESHOLD, KEEP)
+            libc.mallopt(M_TRIM_THRESHOLD, KEEP)
+        _depth += 1
     try:
         yield
     finally:
-        libc.mallopt(M_MMAP_THRESHOLD, SETTLED_MMAP)
-        libc.mallopt(M_TRIM_THRESHOLD, SETTLED_TRIM)
-        libc.malloc_trim(0)
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                libc.mallopt(M_MMAP_THRESHOLD, SETTLED_MMAP)
+                libc.mallopt(M_TRIM_THRESHOLD, SETTLED_TRIM)
+                libc.malloc_trim(0)
