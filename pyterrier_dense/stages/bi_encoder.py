@@ -185,7 +185,8 @@ class BiEncoder(pt.Transformer):
         so that PyTorch's fused attention kernel runs; ``None`` keeps the model's). ``interpolate=w`` (below 1)
         ends with ``w`` of the trained weights and ``1 - w`` of the starting ones (WiSE-FT,
         :func:`~pyterrier_dense.training.interpolate`), a trade of the gain on the training collection for more of
-        the starting model elsewhere (the README has figures). The fingerprint changes, so indexes built before are refused; ``last_fit`` holds the report::
+        the starting model elsewhere (the README has figures). The fingerprint changes, so indexes built before are
+        refused; ``last_fit`` holds the report::
 
             enc = ptd.BiEncoder(precision="fp32")
             enc.fit(coll.topics("train"), coll.qrels("train"), texts=coll, negatives=bm25 % 50, n_negatives=4,

@@ -70,9 +70,9 @@ class CrossEncoder(pt.Transformer):
         among them (Localized Contrastive Estimation). ``teacher`` adds distillation from its scores
         (``distill="kl"`` by default, or ``"margin_mse"``; ``teacher_temperature``, ``label_weight``). Validation,
         checkpoints and resuming, ``accumulation``, ``chunk_size`` (queries a forward pass), ``precision``,
-        ``attention_dropout`` and ``interpolate`` (a new head keeps its trained weights) are as in :meth:`~pyterrier_dense.BiEncoder.fit`;
-        ``out`` saves a Hugging Face directory that this class and sentence-transformers' ``CrossEncoder`` load. To
-        start from a plain encoder, load it with ``new_head=True``::
+        ``attention_dropout`` and ``interpolate`` (a new head keeps its trained weights) are as in
+        :meth:`~pyterrier_dense.BiEncoder.fit`; ``out`` saves a Hugging Face directory that this class and
+        sentence-transformers' ``CrossEncoder`` load. To start from a plain encoder, load it with ``new_head=True``::
 
             ce = ptd.CrossEncoder("sentence-transformers/all-MiniLM-L6-v2", new_head=True, precision="fp32")
             ce.fit(coll.topics("train"), coll.qrels("train"), texts=coll, negatives=bm25 % 100, epochs=2,
