@@ -22,25 +22,39 @@ import argparse
 import os
 import sys
 import time
+from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measures import cpu_kind, evaluate, publish  # noqa: E402
 
 
-def examples(args, steps: int):
-    """The first ``steps`` batches' (query, positive, first negative) triples of the file (0: all of them)."""
+class Examples(NamedTuple):
+    coll: object
+    topics: object      # the training topics, in the file's order
+    qrels: object       # each topic's first judged positive
+    negatives: object   # each topic's first negative
+    rows: list          # each topic's (query, positive text, negative text), aligned with ``topics``
+
+    def first(self, steps: int, batch_size: int) -> "Examples":
+        """The first ``steps`` batches (0: all of them)."""
+        n = steps * batch_size if steps else len(self.rows)
+        return self._replace(topics=self.topics.iloc[:n], rows=self.rows[:n])
+
+
+def examples(args) -> Examples:
+    """The (query, positive, first negative) triples of the file, read once for every run."""
     import pyterrier_dense as ptd
     from pyterrier_dense.training import read_triples
     coll = ptd.Collection(args.collection)
     topics, qrels, negatives = read_triples(os.path.join(args.collection, args.triples))
-    if steps:
-        topics = topics.iloc[:steps * args.batch_size]
-    first_pos = qrels.drop_duplicates("qid").set_index("qid")["docno"]
-    first_neg = negatives.sort_values(["qid", "rank"]).drop_duplicates("qid").set_index("qid")["docno"]
-    topics = topics[topics.qid.isin(first_neg.index)]
-    pos, neg = first_pos[topics.qid].tolist(), first_neg[topics.qid].tolist()
+    qrels = qrels.drop_duplicates("qid")
+    negatives = negatives.sort_values(["qid", "rank"]).drop_duplicates("qid")
+    topics = topics[topics.qid.isin(negatives.qid)]
+    pos = qrels.set_index("qid")["docno"][topics.qid].tolist()
+    neg = negatives.set_index("qid")["docno"][topics.qid].tolist()
     texts = dict(zip(pos + neg, coll.texts(pos + neg)))
-    return coll, topics, qrels, negatives, [(q, texts[p], texts[d]) for q, p, d in zip(topics["query"], pos, neg)]
+    rows = [(q, texts[p], texts[d]) for q, p, d in zip(topics["query"], pos, neg)]
+    return Examples(coll, topics, qrels, negatives, rows)
 
 
 def effectiveness(args, coll, enc, name: str) -> dict:
@@ -50,14 +64,13 @@ def effectiveness(args, coll, enc, name: str) -> dict:
     return evaluate(run, coll.qrels(args.evaluate))
 
 
-def ours(args, model_path, coll, topics, qrels, negatives, evaluated: bool = False) -> dict:
+def ours(args, model_path, ex: Examples, evaluated: bool = False) -> dict:
     import pyterrier_dense as ptd
     from pyterrier_dense.training import BiEncoderObjective, Trainer, build_training_set
     from pyterrier_dense.training.trainer import training_precision
     enc = ptd.BiEncoder(model_path, precision="fp32", verbose=False)
-    one_negative = negatives.sort_values(["qid", "rank"]).drop_duplicates("qid")
-    data = build_training_set(topics, qrels[qrels.qid.isin(topics.qid)].drop_duplicates("qid"), coll,
-                              negatives=one_negative)
+    data = build_training_set(ex.topics, ex.qrels[ex.qrels.qid.isin(ex.topics.qid)], ex.coll,
+                              negatives=ex.negatives)
     precision = training_precision(enc.model.device, args.precision)
     trainer = Trainer(enc.model, BiEncoderObjective(enc.model, texts=data.texts, precision=precision),
                       batch_size=args.batch_size, n_negatives=1, lr=2e-5, verbose=False)
@@ -66,13 +79,14 @@ def ours(args, model_path, coll, topics, qrels, negatives, evaluated: bool = Fal
     seconds = time.perf_counter() - t
     out = {"examples": len(data), "seconds": round(seconds, 1), "examples_per_s": round(len(data) / seconds, 3),
            "precision": precision, "loss": round(history[0]["train_loss"], 4)}
-    return {**out, **effectiveness(args, coll, enc, "ours")} if evaluated else out
+    return {**out, **effectiveness(args, ex.coll, enc, "ours")} if evaluated else out
 
 
-def sentence_transformers_trainer(args, model_path, coll, rows, evaluated: bool = False) -> dict:
+def sentence_transformers_trainer(args, model_path, ex: Examples, evaluated: bool = False) -> dict:
     from datasets import Dataset
     from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
                                        SentenceTransformerTrainingArguments, losses)
+    rows = ex.rows
     model = SentenceTransformer(model_path, device="cpu")
     data = Dataset.from_dict({"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows],
                               "negative": [r[2] for r in rows]})
@@ -92,7 +106,7 @@ def sentence_transformers_trainer(args, model_path, coll, rows, evaluated: bool 
     import pyterrier_dense as ptd
     model.save(os.path.join(args.workdir, "st-model"))
     enc = ptd.BiEncoder(os.path.join(args.workdir, "st-model"), precision="fp32", verbose=False)
-    return {**result, **effectiveness(args, coll, enc, "st")}
+    return {**result, **effectiveness(args, ex.coll, enc, "st")}
 
 
 def run(args) -> dict:
@@ -103,17 +117,18 @@ def run(args) -> dict:
     if args.st_bf16 is None:
         args.st_bf16 = cpu_has_native_bf16()
     model_path = args.model or resolve_model(DEFAULT_MODEL)
-    warm, timed = examples(args, min(args.steps or 4, 4)), examples(args, args.steps)
+    ex = examples(args)
+    warm, timed = ex.first(min(args.steps or 4, 4), args.batch_size), ex.first(args.steps, args.batch_size)
     out = {"cpu": cpu_kind(), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
-           "examples": len(timed[-1])}
+           "examples": len(timed.rows)}
     # the first training run in a process pays for oneDNN's kernel set-up (a fifth of a short run under bf16): each
     # trainer runs once untimed (at most 4 steps), then once timed; sentence-transformers' runs come first, so that
     # neither runs in a process whose allocator settings ours has changed (it restores them, but the heap stays)
     evaluated = args.evaluate is not None
-    sentence_transformers_trainer(args, model_path, warm[0], warm[-1])
-    out["sentence_transformers"] = sentence_transformers_trainer(args, model_path, timed[0], timed[-1], evaluated)
-    ours(args, model_path, *warm[:-1])
-    out["ours"] = ours(args, model_path, *timed[:-1], evaluated)
+    sentence_transformers_trainer(args, model_path, warm)
+    out["sentence_transformers"] = sentence_transformers_trainer(args, model_path, timed, evaluated)
+    ours(args, model_path, warm)
+    out["ours"] = ours(args, model_path, timed, evaluated)
     out["train_examples_per_s_vs_st"] = round(out["ours"]["examples_per_s"] /
                                               out["sentence_transformers"]["examples_per_s"], 3)
     return out
