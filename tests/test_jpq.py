@@ -94,8 +94,7 @@ def test_training_lowers_the_loss_of_a_fixed_batch(tiny_encoder, pq_indexes, cor
     def loss(model, pq_index):
         pq = TrainablePQ.from_faiss(structure_of(pq_index))
         with torch.no_grad():
-            return jpq_loss(model, pq, queries, positives, n_negatives=4, temperature=0.05,
-                            rng=np.random.default_rng(0)).item()
+            return jpq_loss(model, pq, queries, positives, list(range(8)), n_negatives=4, temperature=0.05).item()
 
     before, after = loss(tiny_encoder.model, pq_indexes["pq"]), loss(enc.model, index)
     assert after < 0.9 * before, (before, after)
@@ -204,3 +203,43 @@ def test_partly_judged_topics_are_counted(tiny_encoder, pq_indexes, corpus, tmp_
     assert report["skipped"] == {"no judged positive": 1, "no judged positive in the index": 0,
                                  "judged positives not in the index": 1}
     assert "1 of 49 training queries have no judged positive" in caplog.text
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_to_the_weights_and_centroids_of_an_uninterrupted_one(tiny_encoder, pq_indexes, corpus,
+                                                                                   tmp_path, monkeypatch):
+    from pyterrier_dense.training.jpq import JPQObjective
+    args = dict(verbose=False, checkpoint_every=1, **{**TRAIN, "epochs": 2})
+    whole_enc, whole = train_jpq(tiny_encoder, pq_indexes["pq"], corpus[1], corpus[2], out_index=tmp_path / "whole",
+                                 **args)
+    real, calls = JPQObjective.backward, {"n": 0}
+
+    def dies_at_eighth(self, batch, scale=1.0):
+        calls["n"] += 1
+        if calls["n"] == 8:   # in the second epoch (6 batches an epoch)
+            raise Killed
+        return real(self, batch, scale)
+    monkeypatch.setattr(JPQObjective, "backward", dies_at_eighth)
+    with pytest.raises(Killed):
+        train_jpq(tiny_encoder, pq_indexes["pq"], corpus[1], corpus[2], out_index=tmp_path / "b", **args)
+    assert (tmp_path / "b.training" / "trainer_state.pt").exists() and not (tmp_path / "b").exists()
+    monkeypatch.setattr(JPQObjective, "backward", real)
+
+    enc, index = train_jpq(tiny_encoder, pq_indexes["pq"], corpus[1], corpus[2], out_index=tmp_path / "b", **args)
+    assert not (tmp_path / "b.training").exists()   # removed once training ended
+    assert torch.equal(TrainablePQ.from_faiss(structure_of(index)).centroids,
+                       TrainablePQ.from_faiss(structure_of(whole)).centroids)
+    for a, b in zip(whole_enc.model.query_model.state_dict().values(), enc.model.query_model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [h["epoch"] for h in index.manifest["report"]["jpq"]["history"]] == [1, 2]
+
+
+def test_an_existing_output_index_is_refused_before_training(tiny_encoder, pq_indexes, corpus, trained, monkeypatch):
+    from pyterrier_dense.training.jpq import JPQObjective
+    monkeypatch.setattr(JPQObjective, "backward", lambda *a: pytest.fail("trained before refusing"))
+    with pytest.raises(FileExistsError, match="new.pq already exists; pass mode='overwrite'"):
+        train_jpq(tiny_encoder, pq_indexes["pq"], corpus[1], corpus[2], out_index=trained[2] / "new.pq",
+                  verbose=False)

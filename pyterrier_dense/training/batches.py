@@ -18,12 +18,13 @@ class Batch:
     ``groups[i]`` holds the document columns of query ``i``: its positive first, then its hard negatives, padded
     with -1 when its pool held fewer. ``mask[i, j]`` is True where document ``j`` is another judged positive of query
     ``i`` (never scored as its negative). ``teacher[i, g]`` is the teacher's score of ``groups[i, g]`` (NaN on
-    padding), or None without a teacher."""
+    padding), or None without a teacher. ``qids[i]`` is query ``i``'s id."""
     queries: list[str]
     docnos: list[str]
     groups: np.ndarray
     mask: np.ndarray
     teacher: np.ndarray | None = None
+    qids: list[str] | None = None
 
     @property
     def positives(self) -> np.ndarray:
@@ -62,5 +63,6 @@ def make_batches(data: TrainingSet, batch_size: int, n_negatives: int, rng: np.r
                 c = column.get(d)
                 if c is not None and c != groups[r, 0]:
                     mask[r, c] = True
-        batches.append(Batch([data.queries[i] for i in rows], list(column), groups, mask, teacher))
+        batches.append(Batch([data.queries[i] for i in rows], list(column), groups, mask, teacher,
+                             [data.qids[i] for i in rows]))
     return batches

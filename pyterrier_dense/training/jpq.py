@@ -22,21 +22,25 @@ import math
 import os
 import time
 
+from pathlib import Path
+
 import faiss
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..artifacts.pq_index import PQIndex
 from ..indexes.pq_store import write_pq_index
+from ..indexes.storage import IndexExistsError
 from ..models.bi_encoder_model import BiEncoderModel
 from ..models.precision import autocast
 from ..stages.bi_encoder import BiEncoder
+from .batches import Batch
+from .examples import TrainingSet
 from .losses import info_nce
-from .trainer import check_int, training_precision, warmup_then_decay
+from .trainer import Trainer, check_int, training_precision
 
-__all__ = ["train_jpq", "TrainablePQ", "jpq_loss", "SUPPORTED_STRUCTURES"]
+__all__ = ["train_jpq", "TrainablePQ", "JPQObjective", "jpq_loss", "SUPPORTED_STRUCTURES"]
 
 log = logging.getLogger("pyterrier_dense")
 
@@ -219,17 +223,17 @@ class TrainablePQ(torch.nn.Module):
         return scores
 
 
-def jpq_loss(model: BiEncoderModel, pq: TrainablePQ, queries: list[str], positives: list[np.ndarray], *,
-             n_negatives: int, temperature: float, rng: np.random.Generator, precision: str = "fp32") -> torch.Tensor:
-    """The JPQ loss of one batch: InfoNCE of each query's positive (one of ``positives[i]``, the index rows of its
-    judged positives, drawn by ``rng``) against its top ``n_negatives`` non-positive documents of the current
-    index (found exhaustively, without gradients) and the other queries' positives (those that are also its own
-    judged positives masked out)."""
+def jpq_loss(model: BiEncoderModel, pq: TrainablePQ, queries: list[str], positives: list[np.ndarray],
+             chosen: list[int], *, n_negatives: int, temperature: float, precision: str = "fp32") -> torch.Tensor:
+    """The JPQ loss of one batch: InfoNCE of each query's positive (the index row ``chosen[i]``, one of
+    ``positives[i]``, the rows of its judged positives) against its top ``n_negatives`` non-positive documents of the
+    current index (found exhaustively, without gradients) and the other queries' positives (those that are also its
+    own judged positives masked out)."""
     with autocast(model.device, precision):
         q = model.embed(queries, "query")
     q = q.float()
     batch = len(queries)
-    chosen = torch.tensor([int(p[rng.integers(len(p))]) for p in positives], device=pq.codes.device)
+    chosen = torch.tensor([int(c) for c in chosen], dtype=torch.long, device=pq.codes.device)
     k = min(n_negatives, pq.count - max(len(p) for p in positives))
     scores = pq.score(q, chosen)                                                   # (B, B): in-batch positives
     if k > 0:
@@ -249,7 +253,46 @@ def jpq_loss(model: BiEncoderModel, pq: TrainablePQ, queries: list[str], positiv
     return info_nce(scores, torch.arange(batch, device=scores.device), mask, temperature=temperature)
 
 
-def _positive_rows(topics: pd.DataFrame, qrels: pd.DataFrame, snap) -> tuple[list[str], list[np.ndarray], dict]:
+class JPQObjective:
+    """JPQ for the shared :class:`~pyterrier_dense.training.trainer.Trainer`: :func:`jpq_loss` over a batch's
+    queries and their drawn positives (docnos of ``pq``'s index, at the index rows ``rows``; ``positives`` holds
+    each qid's judged rows). It trains the model's query tower and, as an AdamW group of its own (``centroid_lr``, no
+    weight decay), ``pq``'s centroids, which checkpoints and the best epoch keep with the tower."""
+
+    def __init__(self, model: BiEncoderModel, pq: TrainablePQ, positives: dict[str, np.ndarray],
+                 rows: dict[str, int], *, n_negatives: int, temperature: float, centroid_lr: float,
+                 precision: str = "fp32", source: str = ""):
+        self.model, self.pq, self.positives, self.rows = model, pq, positives, rows
+        self.n_negatives, self.temperature, self.centroid_lr = n_negatives, temperature, centroid_lr
+        self.precision, self.source = precision, source
+
+    def towers(self) -> list[torch.nn.Module]:
+        return [self.model.query_model]
+
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": [self.pq.centroids], "lr": self.centroid_lr, "weight_decay": 0.0}]
+
+    def state_dict(self) -> dict:
+        return {"centroids": self.pq.centroids.detach().clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.pq.centroids.copy_(state["centroids"])
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        chosen = [self.rows[batch.docnos[c]] for c in batch.positives]
+        return jpq_loss(self.model, self.pq, batch.queries, [self.positives[q] for q in batch.qids], chosen,
+                        n_negatives=self.n_negatives, temperature=self.temperature, precision=self.precision)
+
+    def backward(self, batch: Batch, scale: float = 1.0) -> float:
+        loss = self.loss(batch)
+        (loss * scale).backward()
+        return float(loss.detach())
+
+
+def _training_set(topics: pd.DataFrame, qrels: pd.DataFrame, snap) -> tuple[TrainingSet, dict, dict]:
+    """The training queries with their judged positives in the index (docnos), each qid's judged rows, and the row
+    of each of those docnos."""
     for name, frame, cols in (("topics", topics, ("qid", "query")), ("qrels", qrels, ("qid", "docno", "label"))):
         missing = [c for c in cols if c not in frame.columns]
         if missing:
@@ -257,9 +300,11 @@ def _positive_rows(topics: pd.DataFrame, qrels: pd.DataFrame, snap) -> tuple[lis
     judged = qrels[qrels["label"] > 0].astype({"qid": str, "docno": str})
     rows = snap.docnos.rows_of(judged["docno"].to_numpy())
     judged = judged.assign(row=rows)
-    by_qid = judged[judged["row"] >= 0].groupby("qid")["row"].apply(lambda r: np.unique(r.to_numpy())).to_dict()
+    found = judged[judged["row"] >= 0]
+    by_qid = found.groupby("qid")["row"].apply(lambda r: np.unique(r.to_numpy())).to_dict()
+    docnos_of = found.groupby("qid")["docno"].apply(lambda d: sorted(set(d))).to_dict()
     topics = topics.astype({"qid": str}).drop_duplicates("qid")
-    queries, positives = [], []
+    qids, queries, positives = [], [], []
     skipped = {"no judged positive": 0, "no judged positive in the index": 0}
     judged_qids = set(judged["qid"])
     for qid, query in zip(topics["qid"], topics["query"]):
@@ -271,8 +316,9 @@ def _positive_rows(topics: pd.DataFrame, qrels: pd.DataFrame, snap) -> tuple[lis
             continue
         if not isinstance(query, str) or not query.strip():
             raise ValueError(f"train_jpq: the query of qid {qid!r} is empty")
+        qids.append(qid)
         queries.append(query)
-        positives.append(by_qid[qid])
+        positives.append(docnos_of[qid])
     wanted = judged[judged["qid"].isin(set(topics["qid"]))]
     skipped["judged positives not in the index"] = int((wanted["row"] < 0).sum())
     for what in ("no judged positive", "no judged positive in the index"):
@@ -285,7 +331,8 @@ def _positive_rows(topics: pd.DataFrame, qrels: pd.DataFrame, snap) -> tuple[lis
         raise ValueError(f"train_jpq: none of the {len(topics)} training queries has a judged positive (label > 0) "
                          f"among the {snap.count} documents of {snap.path} ({skipped}); are these the qrels of this "
                          "collection?")
-    return queries, positives, skipped
+    data = TrainingSet(qids, queries, positives, [[] for _ in qids], texts={}, skipped=skipped)
+    return data, {q: by_qid[q] for q in qids}, dict(zip(found["docno"], found["row"].astype(int)))
 
 
 def _check_args(**values) -> None:
@@ -316,12 +363,17 @@ def _query_trainable_copy(model: BiEncoderModel, out_model) -> BiEncoderModel:
     return trained
 
 
+def _checkpoints(out_index: str | os.PathLike) -> Path:
+    """Where a JPQ run keeps its training checkpoints: beside the index it will write."""
+    return Path(f"{os.fspath(out_index)}.training")
+
+
 def train_jpq(encoder: BiEncoder | BiEncoderModel, pq_index: PQIndex | str | os.PathLike, train_topics: pd.DataFrame,
               train_qrels: pd.DataFrame, *, out_index: str | os.PathLike, out_model: str | os.PathLike | None = None,
               epochs: int = 2, batch_size: int = 32, lr: float = 5e-6, centroid_lr: float = 1e-4,
               n_negatives: int = 8, temperature: float = 0.05, weight_decay: float = 0.01, warmup: float = 0.1,
-              precision: str = "auto", mode: str = "error", seed: int = 0,
-              verbose: bool = True) -> tuple[BiEncoder, PQIndex]:
+              precision: str = "auto", mode: str = "error", seed: int = 0, attention_dropout: float | None = 0.0,
+              checkpoint_every: int = 50, verbose: bool = True) -> tuple[BiEncoder, PQIndex]:
     """JPQ: train a query encoder and the centroids of ``pq_index`` together, its document codes fixed.
 
     Returns ``(query encoder, PQIndex at out_index)`` to use together; the original encoder and index are left
@@ -341,6 +393,11 @@ def train_jpq(encoder: BiEncoder | BiEncoderModel, pq_index: PQIndex | str | os.
     decay after. ``precision="auto"`` embeds under bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere
     (weights stay float32). Negatives are scored exhaustively: a ``(batch, documents)`` matrix a step, meant for
     collections up to a few hundred thousand documents.
+
+    The loop is the one ``fit()`` uses (:class:`~pyterrier_dense.training.trainer.Trainer`, ``attention_dropout``
+    as there). Its checkpoints go to ``<out_index>.training`` every ``checkpoint_every`` steps and after each epoch:
+    a killed run called again with the same arguments resumes from there and ends with the weights an uninterrupted
+    run gives; the directory is removed once training ends.
 
     The trained encoder has a query tower of its own (a copy of the original's, trained) beside the original
     document tower, which still encodes documents as the index's codes were made. The new index records its
@@ -363,6 +420,9 @@ def train_jpq(encoder: BiEncoder | BiEncoderModel, pq_index: PQIndex | str | os.
     else:
         raise TypeError(f"train_jpq: encoder must be a ptd.BiEncoder or a BiEncoderModel, not {type(encoder).__name__}")
     pq_index = pq_index if isinstance(pq_index, PQIndex) else PQIndex(pq_index)
+    if mode == "error" and PQIndex(out_index).exists():   # refused before training, not after
+        raise IndexExistsError(Path(out_index), f"train_jpq: {out_index} already exists; pass mode='overwrite' to "
+                               "replace it")
     snap = pq_index.snapshot()
     if model.dim != snap.dim:
         raise ValueError(f"train_jpq: the encoder gives {model.dim}-dimensional vectors, but {snap.path} holds "
@@ -377,46 +437,22 @@ def train_jpq(encoder: BiEncoder | BiEncoderModel, pq_index: PQIndex | str | os.
     pq = TrainablePQ.from_faiss(structure, f"{snap.path} ({snap.spec})").to(model.device)
     if pq.count != snap.count:
         raise ValueError(f"train_jpq: {snap.path}'s structure holds {pq.count} documents, its manifest {snap.count}")
-    queries, positives, skipped = _positive_rows(train_topics, train_qrels, snap)
+    data, positives, rows = _training_set(train_topics, train_qrels, snap)
     trained = _query_trainable_copy(model, out_model)
-    tower = trained.query_model
-
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    total = -(-len(queries) // batch_size) * epochs
-    opt = torch.optim.AdamW([{"params": list(tower.parameters()), "lr": lr, "weight_decay": weight_decay},
-                             {"params": [pq.centroids], "lr": centroid_lr, "weight_decay": 0.0}])
-    sched = warmup_then_decay(opt, total, warmup)
-    history, started = [], time.time()
-    tower.train()
-    try:
-        with tqdm(total=total, desc="JPQ", unit="batch", disable=not verbose) as bar:
-            for epoch in range(epochs):
-                order = rng.permutation(len(queries))
-                losses = []
-                for start in range(0, len(order), batch_size):
-                    picked = order[start:start + batch_size]
-                    loss = jpq_loss(trained, pq, [queries[i] for i in picked], [positives[i] for i in picked],
-                                    n_negatives=n_negatives, temperature=temperature, rng=rng, precision=precision)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(tower.parameters(), 1.0)
-                    opt.step()
-                    sched.step()
-                    losses.append(float(loss.detach()))
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-50:]):.4f}")
-                history.append({"epoch": epoch + 1, "train_loss": round(float(np.mean(losses)), 5),
-                                "steps": len(losses)})
-                log.info("JPQ epoch %d: %s", epoch + 1, history[-1])
-    finally:
-        tower.eval()
+    objective = JPQObjective(trained, pq, positives, rows, n_negatives=n_negatives, temperature=temperature,
+                             centroid_lr=centroid_lr, precision=precision, source=f"{snap.path} {snap.spec}")
+    trainer = Trainer(trained, objective, epochs=epochs, lr=lr, batch_size=batch_size, n_negatives=0,
+                      warmup=warmup, weight_decay=weight_decay, seed=seed, attention_dropout=attention_dropout,
+                      checkpoint_dir=_checkpoints(out_index), checkpoint_every=checkpoint_every, desc="JPQ",
+                      verbose=verbose)
+    started = time.time()
+    history = trainer.train(data)
     trained.refresh_fingerprint()
     seconds = time.time() - started
     if out_model is not None:
         trained.save(out_model)
     report = {**snap.manifest["report"], "jpq": {
-        "source": str(snap.path), "queries": len(queries), "skipped": skipped, "history": history,
+        "source": str(snap.path), "queries": len(data), "skipped": data.skipped, "history": history,
         "train_seconds": round(seconds, 1), "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "centroid_lr": centroid_lr, "n_negatives": n_negatives, "temperature": temperature, "precision": precision,
         "seed": seed}}

@@ -3,7 +3,10 @@ objective under the training precision, a progress bar with the running loss, va
 stopping and the best weights kept, and checkpoints a killed run resumes from with the same final weights.
 
 A family supplies an objective (``backward(batch, scale)`` and ``loss(batch)``, see
-:mod:`~pyterrier_dense.training.objectives`) and a model with ``towers()``.
+:mod:`~pyterrier_dense.training.objectives`) and a model with ``towers()``. An objective that trains something
+else too may also give ``towers()`` (the towers it trains, when not all of the model's), ``parameter_groups()``
+(further AdamW groups with their own ``lr`` and ``weight_decay``, e.g. JPQ's centroids) and ``state_dict()`` /
+``load_state_dict()`` (their weights, kept with the towers' in checkpoints and as the best epoch's).
 """
 from __future__ import annotations
 
@@ -89,14 +92,14 @@ class Trainer:
     ``attention_dropout`` is the dropout on attention probabilities while training (restored after); ``None`` keeps
     the model's own (0.1 for BERT-style models). The default 0 lets PyTorch's fused attention kernel run: with
     dropout, attention falls back to the unfused path, which on a CPU takes half of a MiniLM training step (the
-    README has figures). Hidden-state dropout is left as the model has it.
+    README has figures). Hidden-state dropout is left as the model has it. ``desc`` names the progress bar.
     """
 
     def __init__(self, model, objective, *, epochs: int = 1, lr: float = 2e-5, batch_size: int = 32,
                  n_negatives: int = 1, accumulation: int = 1, warmup: float = 0.1, weight_decay: float = 0.01,
                  seed: int = 0, patience: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
                  checkpoint_every: int = 50, gradient_checkpointing: bool = False,
-                 attention_dropout: float | None = 0.0, verbose: bool = True):
+                 attention_dropout: float | None = 0.0, desc: str = "training", verbose: bool = True):
         check_int("epochs", epochs)
         check_int("batch_size", batch_size)
         check_int("n_negatives", n_negatives, 0)
@@ -109,17 +112,17 @@ class Trainer:
         if attention_dropout is not None and (isinstance(attention_dropout, bool) or not isinstance(
                 attention_dropout, (int, float)) or not 0 <= attention_dropout < 1):
             raise ValueError(f"attention_dropout must be None or a number in [0, 1), got {attention_dropout!r}")
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise ValueError(f"lr must be a number > 0, got {lr!r}")
-        for tower in model.towers():
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 <= lr < float("inf"):
+            raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+        self.model, self.objective = model, objective
+        for tower in self._towers():
             if any(p.dtype != torch.float32 for p in tower.parameters()):
                 raise ValueError("the model's weights are stored in reduced precision for inference; load it with "
                                  "precision='fp32' to train it (training still runs under bf16 autocast where "
                                  "the CPU or GPU has it)")
-        self.model, self.objective = model, objective
         self.epochs, self.lr, self.batch_size, self.n_negatives = epochs, float(lr), batch_size, n_negatives
         self.accumulation, self.warmup, self.weight_decay, self.seed = accumulation, warmup, weight_decay, seed
-        self.patience, self.checkpoint_every, self.verbose = patience, checkpoint_every, verbose
+        self.patience, self.checkpoint_every, self.desc, self.verbose = patience, checkpoint_every, desc, verbose
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.gradient_checkpointing, self.attention_dropout = gradient_checkpointing, attention_dropout
         self.history: list[dict] = []
@@ -127,9 +130,13 @@ class Trainer:
 
     # --- pieces -------------------------------------------------------------------------------------------------------
 
+    def _towers(self) -> list[torch.nn.Module]:
+        """The towers trained: the objective's choice where it makes one, else all of the model's."""
+        return list(getattr(self.objective, "towers", self.model.towers)())
+
     def _parameters(self) -> list[torch.nn.Parameter]:
         seen, params = set(), []
-        for tower in self.model.towers():
+        for tower in self._towers():
             for p in tower.parameters():
                 if id(p) not in seen:
                     seen.add(id(p))
@@ -148,15 +155,20 @@ class Trainer:
             h.update(f"\0{qid}\t{','.join(pos)}\t{','.join(neg)}".encode())
         h.update(repr([type(self.objective).__name__, getattr(self.model, "fingerprint", None)] + [
             vars(self.objective).get(k) for k in ("temperature", "distill", "teacher_temperature", "in_batch_weight",
-                                                  "label_weight")]).encode())
+                                                  "label_weight", "n_negatives", "centroid_lr", "source")]).encode())
         return h.hexdigest()
 
-    def _towers_state(self) -> list[dict]:
-        return [copy.deepcopy(t.state_dict()) for t in self.model.towers()]
+    def _weights(self) -> dict:
+        """A copy of what is trained: the towers' weights and the objective's own, if it has any."""
+        own = getattr(self.objective, "state_dict", None)
+        return {"towers": [copy.deepcopy(t.state_dict()) for t in self._towers()],
+                "objective": None if own is None else copy.deepcopy(own())}
 
-    def _load_towers(self, states: list[dict]) -> None:
-        for tower, state in zip(self.model.towers(), states):
+    def _load_weights(self, weights: dict) -> None:
+        for tower, state in zip(self._towers(), weights["towers"]):
             tower.load_state_dict(state)
+        if weights["objective"] is not None:
+            self.objective.load_state_dict(weights["objective"])
 
     def _save(self, state: dict) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -185,14 +197,15 @@ class Trainer:
         signature = self._signature(data)
         per_epoch = -(-len(data) // self.batch_size)
         steps_per_epoch = -(-per_epoch // self.accumulation)
-        params = self._parameters()
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        params = self._parameters()   # (clipped together; the objective's own groups are not)
+        groups = [{"params": params}] + list(getattr(self.objective, "parameter_groups", list)())
+        opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         sched = warmup_then_decay(opt, steps_per_epoch * self.epochs, self.warmup)
         torch.manual_seed(self.seed)
         progress = {"epoch": 0, "batch": 0, "losses": [], "best": None, "best_state": None, "stale": 0}
         state = self._resume(signature)
         if state is not None:
-            self._load_towers(state["towers"])
+            self._load_weights(state["weights"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
@@ -201,10 +214,10 @@ class Trainer:
             log.info("resuming training from epoch %d, batch %d (%s)", progress["epoch"] + 1, progress["batch"],
                      self.checkpoint_dir)
         if self.gradient_checkpointing:
-            for tower in self.model.towers():
+            for tower in self._towers():
                 _checkpointing(tower, True)
         dropouts = [] if self.attention_dropout is None else \
-            [d for tower in self.model.towers() for d in attention_dropouts(tower)]
+            [d for tower in self._towers() for d in attention_dropouts(tower)]
         kept = [d.p for d in dropouts]
         for d in dropouts:
             d.p = float(self.attention_dropout)
@@ -216,12 +229,12 @@ class Trainer:
         finally:
             for d, p in zip(dropouts, kept):
                 d.p = p
-            for tower in self.model.towers():
+            for tower in self._towers():
                 tower.eval()
                 if self.gradient_checkpointing:
                     _checkpointing(tower, False)
         if progress["best_state"] is not None:
-            self._load_towers(progress["best_state"])
+            self._load_weights(progress["best_state"])
         if self.checkpoint_dir is not None:
             shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
         return self.history
@@ -229,9 +242,9 @@ class Trainer:
     def _epochs(self, data, valid, validate, refresh, progress, params, opt, sched, signature) -> None:
         for epoch in range(progress["epoch"], self.epochs):
             batches = self._batches(data, epoch)
-            for tower in self.model.towers():
+            for tower in self._towers():
                 tower.train()
-            bar = tqdm(total=len(batches), initial=progress["batch"], desc=f"training epoch {epoch + 1}",
+            bar = tqdm(total=len(batches), initial=progress["batch"], desc=f"{self.desc} epoch {epoch + 1}",
                        unit="batch", disable=not self.verbose)
             with bar:
                 for b in range(progress["batch"], len(batches)):
@@ -254,7 +267,7 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{np.mean(progress['losses'][-50:]):.4f}")
             record = {"epoch": epoch + 1, "train_loss": float(np.mean(progress["losses"])), "steps": len(batches)}
-            for tower in self.model.towers():
+            for tower in self._towers():
                 tower.eval()
             stop = self._validate(record, valid, validate, progress)
             log.info("epoch %d: %s", epoch + 1, record)
@@ -277,13 +290,13 @@ class Trainer:
         else:
             return False
         if progress["best"] is None or better(figure, progress["best"]):
-            progress.update(best=figure, best_state=self._towers_state(), stale=0)
+            progress.update(best=figure, best_state=self._weights(), stale=0)
         else:
             progress["stale"] += 1
         return self.patience is not None and progress["stale"] >= self.patience
 
     def _checkpoint(self, progress, opt, sched, signature) -> None:
-        self._save({"signature": signature, "towers": self._towers_state(), "optimizer": opt.state_dict(),
+        self._save({"signature": signature, "weights": self._weights(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
                     "progress": copy.deepcopy(progress), "history": list(self.history)})
 
