@@ -83,6 +83,10 @@ def test_training_set_removes_judged_positives_skips_top_and_reports(caplog):
         assert pool == [d for d in sorted(docs)[2:] if d not in judged]   # ranked order kept, first two skipped
     with pytest.raises(ValueError, match="no training query has a judged positive"):
         build_training_set(topics, qrels.assign(label=0), docs)
+    with pytest.raises(ValueError, match="fit: the training topics are empty"):
+        build_training_set(topics.iloc[:0], qrels, docs)
+    with pytest.raises(ValueError, match="fit: the training qrels are empty"):
+        build_training_set(topics, qrels.iloc[:0], docs)
 
 
 def test_batches_hold_each_document_once_and_mask_the_other_positives():
@@ -171,7 +175,7 @@ def test_teacher_without_scores_for_some_pairs_is_reported(caplog):
     assert pool_only.negatives[i] == ranked
 
 
-@pytest.mark.parametrize("bad, match", [(lambda r: r.drop(columns="score"), "must return qid, docno and score"),
+@pytest.mark.parametrize("bad, match", [(lambda r: r.drop(columns="score"), "must give qid, docno and score"),
                                         (lambda r: r.assign(score=np.where(r.index == 3, np.nan, r.score)),
                                          "1 non-finite scores"),
                                         (lambda r: pd.concat([r, r.iloc[:1]]), "more than once")])
@@ -180,6 +184,17 @@ def test_a_teacher_returning_bad_scores_is_an_error(bad, match):
     teacher = pt.apply.generic(lambda t: bad(ScoreByOverlap(docs).transform(t)))
     with pytest.raises(ValueError, match=match):
         teacher_scores(teacher, topics, cache_dir=False)
+
+
+def test_a_run_dataframe_is_a_teacher_its_rows_for_the_topics_kept(tmp_path):
+    topics, qrels, docs = toy_data()
+    run = ScoreByOverlap(docs).transform(topics)
+    other = run.assign(qid="elsewhere")   # another topic's rows are not this training's
+    scores = teacher_scores(pd.concat([run, other]), topics, cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(scores, teacher_scores(ScoreByOverlap(docs), topics, cache_dir=False))
+    assert not list(tmp_path.iterdir())   # nothing to cache: the run is the scores
+    with pytest.raises(ValueError, match="the teacher run must give qid, docno and score columns"):
+        teacher_scores(run.drop(columns="score"), topics)
 
 
 def test_distilled_batches_carry_the_teacher_scores_of_their_groups():

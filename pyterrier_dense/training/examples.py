@@ -102,6 +102,9 @@ def build_training_set(topics: pd.DataFrame, qrels: pd.DataFrame, texts, *, nega
             raise ValueError(f"{stage}: the training {name} need columns {missing}; got {list(frame.columns)}")
     if skip_top < 0:
         raise ValueError(f"skip_top must be >= 0, got {skip_top!r}")
+    for name, frame in (("topics", topics), ("qrels", qrels)):
+        if frame.empty:
+            raise ValueError(f"{stage}: the training {name} are empty")
     lookup = text_lookup(texts)
     judged = qrels[qrels["label"] > 0].astype({"qid": str, "docno": str})
     pos_by_qid = judged.groupby("qid")["docno"].apply(list).to_dict()

@@ -29,23 +29,23 @@ def _key(teacher, topics: pd.DataFrame) -> str:
     return h.hexdigest()[:24]
 
 
-def _check(run, teacher, stage: str) -> pd.DataFrame:
+def _check(run, who: str, stage: str) -> pd.DataFrame:
     if not isinstance(run, pd.DataFrame) or not {"qid", "docno", "score"} <= set(run.columns):
         cols = list(run.columns) if isinstance(run, pd.DataFrame) else type(run).__name__
-        raise ValueError(f"{stage}: the teacher {teacher!r} must return qid, docno and score columns (a retrieval or "
-                         f"re-ranking pipeline such as bm25 % 100 >> cross_encoder); it returned {cols}")
+        raise ValueError(f"{stage}: {who} must give qid, docno and score columns (a retrieval or re-ranking "
+                         f"pipeline such as bm25 % 100 >> cross_encoder, or its run); it gave {cols}")
     run = run[["qid", "docno", "score"]].astype({"qid": str, "docno": str})
     scores = pd.to_numeric(run["score"], errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(scores)
     if bad.any():
         row = run.iloc[int(np.argmax(bad))]
-        raise ValueError(f"{stage}: the teacher {teacher!r} gave {int(bad.sum())} non-finite scores, e.g. "
+        raise ValueError(f"{stage}: {who} gave {int(bad.sum())} non-finite scores, e.g. "
                          f"{row['score']!r} for qid {row['qid']!r}, docno {row['docno']!r}")
     run = run.assign(score=scores)
     dup = run.duplicated(["qid", "docno"])
     if dup.any():
         row = run[dup].iloc[0]
-        raise ValueError(f"{stage}: the teacher {teacher!r} scored qid {row['qid']!r}, docno {row['docno']!r} more "
+        raise ValueError(f"{stage}: {who} scored qid {row['qid']!r}, docno {row['docno']!r} more "
                          "than once")
     return run
 
@@ -57,17 +57,23 @@ def teacher_scores(teacher, topics: pd.DataFrame, *, cache_dir: str | os.PathLik
 
     ``cache_dir=False`` disables the cache; None uses :func:`default_cache_dir`. A teacher whose repr does not
     describe it (a lambda in ``pt.apply``) shares a key with any other of the same repr: give such a teacher its own
-    ``cache_dir``."""
-    if not hasattr(teacher, "transform"):
-        raise TypeError(f"{stage}: teacher must be a PyTerrier transformer, got {type(teacher).__name__}")
+    ``cache_dir``. A run DataFrame (qid, docno, score: scores computed beforehand) is used as it is, its rows for
+    ``topics``' qids kept."""
     topics = topics[["qid", "query"]].astype({"qid": str}).drop_duplicates("qid")
+    if isinstance(teacher, pd.DataFrame):   # (before the transformer test: a DataFrame has a .transform too)
+        if "qid" in teacher.columns:
+            teacher = teacher[teacher["qid"].astype(str).isin(set(topics["qid"]))]
+        return _check(teacher, "the teacher run", stage).reset_index(drop=True)
+    if not hasattr(teacher, "transform"):
+        raise TypeError(f"{stage}: teacher must be a PyTerrier transformer or a run DataFrame (qid, docno, score), "
+                        f"got {type(teacher).__name__}")
     path = None
     if cache_dir is not False:
         path = Path(cache_dir or default_cache_dir()) / f"scores-{_key(teacher, topics)}.parquet"
         if path.exists():
             log.info("%s: teacher scores read from %s", stage, path)
             return pd.read_parquet(path)
-    run = _check(teacher.transform(topics), teacher, stage)
+    run = _check(teacher.transform(topics), f"the teacher {teacher!r}", stage)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
