@@ -171,10 +171,10 @@ class BiEncoder(pt.Transformer):
         removed and the first ``skip_top`` results skipped. ``texts`` gives the documents' texts (a
         :class:`~pyterrier_dense.Collection`, a dict or a docno/text DataFrame).
 
-        ``teacher`` (any pipeline that scores documents for the topics: a fusion, ``bm25 % 100 >> cross_encoder``)
-        adds distillation from its scores, computed once and cached on disk: ``distill="kl"`` (listwise, the
-        default) or ``"margin_mse"``, ``teacher_temperature``, ``in_batch_weight``; without ``negatives`` the
-        teacher's ranking is the pool of negatives.
+        ``teacher`` (any pipeline that scores documents for the topics: a fusion, ``bm25 % 100 >> cross_encoder``;
+        or its run, a qid/docno/score DataFrame) adds distillation from its scores, computed once and cached on
+        disk: ``distill="kl"`` (listwise, the default) or ``"margin_mse"``, ``teacher_temperature``,
+        ``in_batch_weight``; without ``negatives`` the teacher's ranking is the pool of negatives.
 
         With validation topics and qrels, each epoch re-ranks the negatives (or teacher) pipeline's candidates for
         them and ``valid_metric`` (nDCG@10) by ``pt.Experiment`` keeps the best epoch's weights (``patience`` stops
