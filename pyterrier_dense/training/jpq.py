@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import time
-
 from pathlib import Path
 
 import faiss
