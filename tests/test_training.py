@@ -240,6 +240,18 @@ def test_read_triples_gives_topics_qrels_and_a_negatives_run(tmp_path):
     path.write_text('{"qid": 1, "query": "a b", "pos": ["d1"]}\n{"qid": 2, "pos": ["d1"]}\n')
     with pytest.raises(ValueError, match="line 2: not a triples record"):
         read_triples(path)
+    # one line per (query, positive, negative), as MS MARCO's triples: merged by qid, each document once
+    path.write_text('{"qid": 1, "query": "a b", "pos": ["d1"], "neg": ["d2"]}\n'
+                    '{"qid": 1, "query": "a b", "pos": ["d1"], "neg": ["d3"]}\n'
+                    '{"qid": 2, "query": "c", "pos": ["d4"], "neg": ["d2"]}\n'
+                    '{"qid": 1, "query": "a b", "pos": ["d5"], "neg": ["d2"]}\n')
+    topics, qrels, negatives = read_triples(path)
+    assert topics.values.tolist() == [["1", "a b"], ["2", "c"]]
+    assert qrels.values.tolist() == [["1", "d1", 1], ["1", "d5", 1], ["2", "d4", 1]]
+    assert negatives.values.tolist() == [["1", "d2", 0], ["1", "d3", 1], ["2", "d2", 0]]
+    path.write_text('{"qid": 1, "query": "a b", "pos": ["d1"]}\n{"qid": 1, "query": "other", "pos": ["d1"]}\n')
+    with pytest.raises(ValueError, match="line 2: qid '1' has the query 'other' here and 'a b' on an earlier line"):
+        read_triples(path)
 
 
 def test_the_scifact_triples_file_reads_as_training_data():

@@ -190,8 +190,10 @@ def read_triples(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, p
         topics, qrels, negatives = read_triples("train_triples.train.bm25negs.jsonl")
         enc.fit(topics, qrels, texts=collection, negatives=negatives, n_negatives=4)
 
-    A line that is not such an object is an error naming the line."""
-    topics, qrels, negs = [], [], []
+    Lines of the same qid (one line per (query, positive, negative) triple, as MS MARCO's) are merged: its
+    positives and negatives each once, the negatives in the order they first appear. A line that is not such an
+    object, or a qid given two query texts, is an error naming the line."""
+    topics, qrels, negs = {}, {}, {}
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -203,10 +205,14 @@ def read_triples(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, p
                     raise TypeError("pos and neg must be lists of docnos")
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{path}, line {n}: not a triples record with qid, query, pos and neg ({e})") from None
-            topics.append((qid, query))
-            qrels.extend((qid, str(d), 1) for d in pos)
-            negs.extend((qid, str(d), r) for r, d in enumerate(neg))
+            if topics.setdefault(qid, query) != query:
+                raise ValueError(f"{path}, line {n}: qid {qid!r} has the query {query!r} here and "
+                                 f"{topics[qid]!r} on an earlier line")
+            qrels.setdefault(qid, {}).update(dict.fromkeys(map(str, pos)))
+            negs.setdefault(qid, {}).update(dict.fromkeys(map(str, neg)))
     if not topics:
         raise ValueError(f"{path}: no triples records")
-    return (pd.DataFrame(topics, columns=["qid", "query"]), pd.DataFrame(qrels, columns=["qid", "docno", "label"]),
-            pd.DataFrame(negs, columns=["qid", "docno", "rank"]))
+    return (pd.DataFrame(list(topics.items()), columns=["qid", "query"]),
+            pd.DataFrame([(q, d, 1) for q, ds in qrels.items() for d in ds], columns=["qid", "docno", "label"]),
+            pd.DataFrame([(q, d, r) for q, ds in negs.items() for r, d in enumerate(ds)],
+                         columns=["qid", "docno", "rank"]))
