@@ -118,12 +118,14 @@ def test_scorer_rescoring_from_stored_weights(index, docs):
         index.scorer()(cands.head(2).assign(docno=["d1", "nope"]))
 
 
-def test_absent_terms_and_queries_with_none_of_them(index):
+def test_absent_terms_and_queries_with_none_of_them(index, caplog):
     qs = pd.DataFrame([{"qid": "1", "query_toks": {"t0": 1.0, "unknown": 9.0}},
                        {"qid": "2", "query_toks": {"unknown": 1.0, "other": 2.0}},
                        {"qid": "3", "query_toks": {"t5": 1.0}}])
-    out = index.retriever(num_results=5)(qs)
+    with caplog.at_level("WARNING", logger="pyterrier_dense"):
+        out = index.retriever(num_results=5)(qs)
     assert set(out.qid) == {"1", "3"} and len(out[out.qid == "1"]) == 5
+    assert "1 of 3 queries have no term that" in caplog.text and "qid='2'" in caplog.text
     alone = index.retriever(num_results=5)(qs.iloc[[0]].assign(query_toks=[{"t0": 1.0}]))
     pd.testing.assert_frame_equal(out[out.qid == "1"].reset_index(drop=True), alone.reset_index(drop=True))
 

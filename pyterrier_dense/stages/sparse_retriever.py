@@ -1,6 +1,8 @@
 """Sparse index stages: exact retrieval of ``query_toks`` and re-scoring of candidates from stored term weights."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pyterrier as pt
@@ -12,6 +14,8 @@ from .dense_retriever import RESULT_COLUMNS, results_frame, unique_queries
 from .ranking import sort_and_rank
 
 __all__ = ["SparseRetriever", "SparseScorer", "query_terms"]
+
+log = logging.getLogger("pyterrier_dense")
 
 
 def query_terms(snap, inp: pd.DataFrame, stage: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -32,7 +36,8 @@ def query_terms(snap, inp: pd.DataFrame, stage: str) -> list[tuple[np.ndarray, n
 class SparseRetriever(pt.Transformer):
     """``splade.query_encoder() >> index.retriever(num_results=1000)``: the exact top documents by the dot product
     of ``query_toks`` with the stored weights. Output: the query columns (without ``query_toks``) + ``docno``,
-    ``docid``, ``score``, ``rank``; a query none of whose terms the index holds gets no rows."""
+    ``docid``, ``score``, ``rank``; a query none of whose terms the index holds gets no rows (counted in a
+    warning that names one)."""
 
     def __init__(self, index, *, num_results: int, check_encoder: bool):
         self.index, self.num_results = index, check_num_results(num_results)
@@ -54,6 +59,10 @@ class SparseRetriever(pt.Transformer):
             return pd.DataFrame(columns=keep + RESULT_COLUMNS)
         inp = unique_queries(inp, "SparseRetriever", "query_toks")
         queries = query_terms(snap, inp, "SparseRetriever")
+        empty = [i for i, (ids, _) in enumerate(queries) if not len(ids)]
+        if empty:
+            log.warning("SparseRetriever: %d of %d queries have no term that %s holds and get no results, e.g. %s",
+                        len(empty), len(queries), snap.path, _row_id(inp, empty[0], ("qid",)))
         k = min(self.num_results, snap.count)
         scores = np.zeros((len(queries), k), np.float64)
         rows = np.full((len(queries), k), -1, np.int64)
