@@ -252,6 +252,8 @@ def test_bad_texts_raise_value_error_naming_position_and_value(tiny_plain_model,
 def test_unloadable_model_names_it(tmp_path):
     with pytest.raises(OSError, match="could not load encoder"):
         BiEncoderModel(str(tmp_path))
+    with pytest.raises(OSError, match="could not load encoder '.*nowhere/model': there is no such directory"):
+        BiEncoderModel(str(tmp_path / "nowhere" / "model"))
 
 
 def test_a_checkpoint_saved_by_sentence_transformers_6_loads_with_its_settings(tiny_st_model, tmp_path):

@@ -21,7 +21,13 @@ _DPR_ENCODERS = ("DPRContextEncoder", "DPRQuestionEncoder")
 
 def _load_error(name_or_path: str, e: Exception) -> OSError:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return OSError(f"could not load encoder {name_or_path!r}: {first}")
+    name = str(name_or_path)
+    if not os.path.exists(os.path.expanduser(name)) and (
+            os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")):
+        # a path, not a hub id: say so rather than pass on the hub's complaint about the id's form
+        where = "" if os.path.isabs(os.path.expanduser(name)) else f" (relative to {os.getcwd()})"
+        return OSError(f"could not load encoder {name!r}: there is no such directory{where}")
+    return OSError(f"could not load encoder {name!r}: {first}")
 
 
 def _model_class(name_or_path: str, config):
