@@ -335,15 +335,13 @@ def _training_set(topics: pd.DataFrame, qrels: pd.DataFrame, snap) -> tuple[Trai
 
 
 def _check_args(**values) -> None:
-    for name in ("epochs", "batch_size", "n_negatives"):
-        check_int(name, values[name], 0 if name == "n_negatives" else 1)
-    for name in ("lr", "centroid_lr", "temperature"):
+    """JPQ's own settings; the loop's (epochs, batch_size, lr, warmup) are checked by the Trainer."""
+    check_int("n_negatives", values["n_negatives"], 0)
+    for name in ("centroid_lr", "temperature"):
         v = values[name]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or \
                 (name == "temperature" and v == 0):
             raise ValueError(f"{name} must be a finite number {'> 0' if name == 'temperature' else '>= 0'}, got {v!r}")
-    if not 0 <= values["warmup"] < 1:
-        raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {values['warmup']!r}")
 
 
 def _query_trainable_copy(model: BiEncoderModel, out_model) -> BiEncoderModel:
@@ -410,8 +408,7 @@ def train_jpq(encoder: BiEncoder | BiEncoderModel, pq_index: PQIndex | str | os.
     index, ``"overwrite"`` replaces it). ``seed`` fixes the order of the queries, the positives drawn and dropout.
     The training history (loss per epoch) is in ``jpq_index.manifest["report"]["jpq"]``.
     """
-    _check_args(epochs=epochs, batch_size=batch_size, n_negatives=n_negatives, lr=lr, centroid_lr=centroid_lr,
-                temperature=temperature, warmup=warmup)
+    _check_args(n_negatives=n_negatives, centroid_lr=centroid_lr, temperature=temperature)
     if isinstance(encoder, BiEncoder):
         model, text_field = encoder.model, encoder.text_field
     elif isinstance(encoder, BiEncoderModel):
